@@ -1,0 +1,96 @@
+"""Fixtures: a real ``workbench serve`` process on a free port, talking to the real Docker engine.
+
+Docker-dependent tests are marked ``docker``.  Without an engine or the kernel image they are skipped
+on a developer's machine, but under ``CI=true`` that is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from workbench.image import default_image_name
+from workbench.testing import ServerProcess, short_tmp
+
+TOKEN = "test-admin-token"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _engine_problem() -> str | None:
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:
+        return f"no Docker engine: {exc}"
+    try:
+        client.images.get(default_image_name())
+    except Exception:
+        return f"kernel image {default_image_name()} missing: run `workbench image build`"
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    problem = _engine_problem()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true and {problem}")
+        pytest.skip(problem)
+    return docker.from_env(timeout=60)
+
+
+class Server(ServerProcess):
+    def __init__(
+        self, state_dir: Path, *extra: str, token: str = TOKEN, env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(state_dir, *extra, token=token, env=env)
+
+
+def remove_session_containers(engine: docker.DockerClient, state_dir: Path) -> None:
+    for path in (state_dir / "workspaces").glob("session-*"):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            engine.api.remove_container(f"workbench-{path.name}", force=True)
+
+
+@pytest.fixture(scope="session")
+def server(engine: docker.DockerClient) -> Iterator[Server]:
+    root = short_tmp()
+    instance = Server(root / "state")
+    instance.start()
+    yield instance
+    instance.stop()
+    remove_session_containers(engine, instance.state_dir)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def session(api: httpx.Client) -> Iterator[dict[str, Any]]:
+    """A fresh session, deleted afterwards."""
+    answer = api.post("/api/v1/sessions", json={"memory_mb": 512})
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    yield created
+    api.delete(f"/api/v1/sessions/{created['id']}")
+
+
+def run(api: httpx.Client, session_id: str, code: str, **extra: Any) -> dict[str, Any]:
+    answer = api.post(f"/api/v1/sessions/{session_id}/execute", json={"code": code, **extra})
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result

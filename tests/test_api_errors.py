@@ -1,0 +1,101 @@
+"""Every error is JSON with the documented shape and status, and the server keeps serving."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from workbench.testing import short_tmp
+
+
+def assert_error(answer: httpx.Response, status: int) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert set(body) == {"error"}
+    assert isinstance(body["error"]["code"], str)
+    assert body["error"]["code"]
+    assert isinstance(body["error"]["message"], str)
+    assert "Traceback" not in answer.text
+
+
+@pytest.fixture(scope="module")
+def engineless() -> Iterator[Server]:
+    """A server whose Docker engine is unreachable."""
+    root = short_tmp()
+    instance = Server(root / "state", "--docker-host", f"unix://{root}/no-engine.sock")
+    instance.start()
+    yield instance
+    instance.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def client(engineless: Server) -> Iterator[httpx.Client]:
+    with engineless.client(timeout=30) as http:
+        yield http
+
+
+def test_engine_down_gives_503_on_create_and_degraded_health(client: httpx.Client) -> None:
+    assert_error(client.post("/api/v1/sessions", json={}), 503)
+    health = client.get("/api/v1/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"
+    assert health.json()["docker"] is False
+    assert health.json()["database"] is True
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/sessions/session-unknown"),
+        ("DELETE", "/api/v1/sessions/session-unknown"),
+        ("POST", "/api/v1/sessions/session-unknown/interrupt"),
+        ("POST", "/api/v1/sessions/session-unknown/restart"),
+        ("GET", "/api/v1/sessions/..%2F..%2Fetc"),
+        ("GET", "/api/v1/sessions/" + "x" * 300),
+        ("GET", "/api/v1/no/such/route"),
+    ],
+)
+def test_unknown_ids_and_routes_are_404(client: httpx.Client, method: str, path: str) -> None:
+    assert_error(client.request(method, path), 404)
+
+
+def test_execute_on_unknown_session_is_404(client: httpx.Client) -> None:
+    assert_error(client.post("/api/v1/sessions/session-unknown/execute", json={"code": "1"}), 404)
+
+
+@pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b"[1, 2]", b'"text"'])
+def test_malformed_json_is_400(client: httpx.Client, body: bytes) -> None:
+    assert_error(client.post("/api/v1/sessions", content=body), 400)
+
+
+@pytest.mark.parametrize("body", [{}, {"code": 5}, {"code": None}, {"timeout": 3}])
+def test_missing_code_is_422(client: httpx.Client, body: dict[str, object]) -> None:
+    assert_error(client.post("/api/v1/sessions/session-x/execute", json=body), 422)
+
+
+@pytest.mark.parametrize(
+    "body", [{"memory_mb": "lots"}, {"cpus": -1}, {"idle_timeout": 1.5}, {"metadata": [1]}, {"surprise": 1}]
+)
+def test_invalid_create_bodies_are_422(client: httpx.Client, body: dict[str, object]) -> None:
+    assert_error(client.post("/api/v1/sessions", json=body), 422)
+
+
+def test_missing_or_wrong_token_is_401(engineless: Server) -> None:
+    assert_error(httpx.get(f"{engineless.url}/api/v1/sessions"), 401)
+    assert_error(
+        httpx.get(f"{engineless.url}/api/v1/sessions", headers={"Authorization": "Bearer nope"}), 401
+    )
+    good = httpx.get(
+        f"{engineless.url}/api/v1/sessions", headers={"Authorization": f"token {engineless.token}"}
+    )
+    assert good.status_code == 200
+
+
+def test_wrong_method_is_json_405(client: httpx.Client) -> None:
+    assert_error(client.put("/api/v1/sessions"), 405)

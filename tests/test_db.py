@@ -1,0 +1,100 @@
+"""The schema is Alembic's, on SQLite and on a real PostgreSQL server; the store keeps what it is given."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from tests.conftest import IN_CI
+from workbench.db.migrate import SchemaError, current_revision, head_revision
+from workbench.db.models import ExecutionRow, SessionRow, utcnow
+from workbench.db.store import Database
+
+PG_URL = os.environ.get("WORKBENCH_TEST_PG_URL")
+
+
+def _postgres_url() -> str:
+    if not PG_URL:
+        if IN_CI:
+            pytest.fail("CI=true but WORKBENCH_TEST_PG_URL is not set (the test command starts PostgreSQL)")
+        pytest.skip("WORKBENCH_TEST_PG_URL not set")
+    # a fresh database per test run keeps runs independent
+    name = f"wbtest_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/test.db" if request.param == "sqlite" else _postgres_url()
+    db = Database(url)
+    db.upgrade()
+    yield db
+    db.close()
+
+
+def test_schema_is_made_by_alembic(database: Database) -> None:
+    tables = set(inspect(database.engine).get_table_names())
+    assert {"alembic_version", "sessions", "activity", "executions"} <= tables
+    assert current_revision(database.engine) == head_revision(database.engine)
+
+
+def test_upgrade_is_idempotent(database: Database) -> None:
+    assert database.upgrade() == head_revision(database.engine)
+
+
+def test_a_newer_schema_is_refused(database: Database) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(SchemaError, match="9999_future"):
+        database.upgrade()
+
+
+async def test_sessions_executions_and_activity_round_trip(database: Database) -> None:
+    now = utcnow()
+    row = SessionRow(
+        id="session-a",
+        status="starting",
+        created_at=now,
+        last_activity_at=now,
+        memory_mb=256,
+        cpus=0.5,
+        idle_timeout=60,
+        metadata_={"部门": "财务"},
+    )
+    await database.add_session(row)
+    await database.update_session("session-a", status="ready", container_id="c1")
+    await database.add_execution(
+        ExecutionRow(
+            id="e1",
+            session_id="session-a",
+            source="rest",
+            code="print(1)",
+            status="running",
+            started_at=now,
+            output_bytes=0,
+            truncated=False,
+        )
+    )
+    await database.finish_execution("e1", status="ok", duration_ms=5, output_bytes=2)
+    later = await database.touch("session-a", "upload", "data.csv")
+    stored = await database.get_session("session-a")
+    assert stored is not None
+    assert stored.status == "ready"
+    assert stored.metadata_ == {"部门": "财务"}
+    assert stored.created_at.tzinfo == dt.UTC
+    assert stored.last_activity_at == later
+    executions = await database.executions("session-a")
+    assert [(e.status, e.code, e.output_bytes) for e in executions] == [("ok", "print(1)", 2)]
+    assert [r.id for r in await database.list_sessions()] == ["session-a"]
+    assert await database.list_sessions(("stopped",)) == []
+    assert await database.ping()

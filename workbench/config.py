@@ -1,0 +1,229 @@
+"""One settings object for the whole service.
+
+Every option is declared once in ``OPTIONS``; that table feeds the defaults, the ``WORKBENCH_*``
+environment variables, the command-line flags of ``workbench serve`` and the README's configuration
+table (a test keeps the README in step).  Precedence: defaults < environment < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "WORKBENCH_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str
+    type: Callable[[str], Any]
+    help: str
+
+    @property
+    def default(self) -> Any:
+        return _DEFAULTS[self.name]
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    msg = f"not a boolean: {text!r}"
+    raise ValueError(msg)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word for word in text.replace(",", " ").split() if word)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "Address the HTTP server listens on."),
+    Option("port", int, "Port the HTTP server listens on."),
+    Option(
+        "token",
+        str,
+        "Admin bearer token. If unset, one is generated, saved to STATE_DIR/admin-token (0600) "
+        "and printed once.",
+    ),
+    Option(
+        "state_dir", Path, "Directory holding the SQLite database, workspaces/, runtime/ and connections/."
+    ),
+    Option("db_url", str, "SQLAlchemy database URL. Default: SQLite at STATE_DIR/workbench.db."),
+    Option(
+        "docker_host", str, "Docker engine URL. Default: the environment's DOCKER_HOST or the local socket."
+    ),
+    Option("image", str, "Kernel image. Default: workbench-kernel:<hash of kernel_image/>."),
+    Option("runtime", str, "OCI runtime for kernel containers, e.g. runsc (gVisor). Default: the engine's."),
+    Option("kernel_uid", int, "Uid (and gid) the kernel runs as inside its container."),
+    Option("memory_mb", int, "Default memory limit of a session's kernel (swap is not allowed on top)."),
+    Option("max_memory_mb", int, "Largest memory_mb a create request may ask for."),
+    Option("cpus", float, "Default CPU quota of a session's kernel, in CPUs."),
+    Option("max_cpus", float, "Largest cpus a create request may ask for."),
+    Option("pids_limit", int, "Most processes and threads inside one kernel container."),
+    Option("tmp_mb", int, "Size of the /tmp tmpfs in each kernel container."),
+    Option("shm_mb", int, "Size of /dev/shm in each kernel container."),
+    Option("idle_timeout", int, "Seconds without activity before an idle kernel is stopped (files kept)."),
+    Option("max_idle_timeout", int, "Largest idle_timeout a create request may ask for."),
+    Option(
+        "session_ttl", int, "Seconds without activity before a session expires (kernel and files removed)."
+    ),
+    Option("reap_interval", float, "Seconds between two sweeps of the reaper."),
+    Option("expiring_notice", float, "Seconds before a cull or expiry that connected clients are warned."),
+    Option("execute_timeout", float, "Default timeout of one execution, in seconds."),
+    Option("max_execute_timeout", float, "Largest timeout an execute request may ask for."),
+    Option(
+        "interrupt_grace",
+        float,
+        "Seconds an interrupted execution gets to stop before the kernel is restarted.",
+    ),
+    Option("start_timeout", float, "Seconds a new kernel gets to become ready."),
+    Option(
+        "max_output_kb",
+        int,
+        "Output kept per execution for the done event and the REST answer (the rest is cut with a notice).",
+    ),
+    Option("max_code_kb", int, "Largest execute request body (code), in KiB."),
+    Option("max_ws_frame_kb", int, "Largest incoming WebSocket frame, in KiB."),
+    Option("upload_extensions", _words, "File name endings accepted by uploads (space or comma separated)."),
+    Option("max_upload_mb", int, "Largest uploaded file, in MiB."),
+    Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
+    Option("max_sessions", int, "Most live sessions on this server."),
+    Option(
+        "allowed_origins",
+        _words,
+        "Origins (exact, or patterns like https://*.example.com) allowed on WebSockets.",
+    ),
+    Option("stop_kernels_on_exit", _bool, "Stop every kernel container when the server shuts down."),
+    Option("log_level", str, "Logging level: debug, info, warning or error."),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    state_dir: Path = Path("~/.local/state/workbench")
+    db_url: str | None = None
+    docker_host: str | None = None
+    image: str | None = None
+    runtime: str | None = None
+    kernel_uid: int = 1000
+    memory_mb: int = 1024
+    max_memory_mb: int = 8192
+    cpus: float = 1.0
+    max_cpus: float = 2.0
+    pids_limit: int = 256
+    tmp_mb: int = 100
+    shm_mb: int = 64
+    idle_timeout: int = 1800
+    max_idle_timeout: int = 86400
+    session_ttl: int = 86400
+    reap_interval: float = 60.0
+    expiring_notice: float = 60.0
+    execute_timeout: float = 600.0
+    max_execute_timeout: float = 86400.0
+    interrupt_grace: float = 3.0
+    start_timeout: float = 60.0
+    max_output_kb: int = 1024
+    max_code_kb: int = 1024
+    max_ws_frame_kb: int = 2048
+    upload_extensions: tuple[str, ...] = (".xlsx", ".xls", ".parquet", ".csv", ".json", ".txt")
+    max_upload_mb: int = 512
+    workspace_quota_mb: int = 2048
+    max_sessions: int = 64
+    allowed_origins: tuple[str, ...] = ()
+    stop_kernels_on_exit: bool = False
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Settings:
+        """Defaults < environment (``WORKBENCH_*``) < flags (``None`` means "not given")."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            if option.env in env:
+                try:
+                    values[option.name] = option.type(env[option.env])
+                except ValueError as exc:
+                    msg = f"{option.env}: {exc}"
+                    raise ValueError(msg) from None
+        for name, value in (flags or {}).items():
+            if name in OPTIONS_BY_NAME and value is not None:
+                values[name] = value
+        settings = cls(**values)
+        return dataclasses.replace(settings, state_dir=settings.state_dir.expanduser().absolute())
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.state_dir / 'workbench.db'}"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.state_dir / "workspaces"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.state_dir / "runtime"
+
+    @property
+    def connections_dir(self) -> Path:
+        return self.state_dir / "connections"
+
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option; each defaults to ``None`` so unset flags don't override the environment."""
+    for option in OPTIONS:
+        kind = "flag" if option.type is _bool else "value"
+        if kind == "flag":
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=f"{option.help} [{option.env}]",
+            )
+        else:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                default=None,
+                type=option.type,
+                help=f"{option.help} [{option.env}]",
+            )
+
+
+def flags_from(namespace: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(namespace, name) for name in OPTIONS_BY_NAME if hasattr(namespace, name)}
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        default = option.default
+        if isinstance(default, tuple):
+            default = " ".join(default) or "(none)"
+        elif default is None:
+            default = "(see meaning)"
+        rows.append(f"| `{option.env}` | `{option.flag}` | `{default}` | {option.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,150 @@
+"""Database access for the session manager.
+
+SQLAlchemy's sessions are synchronous, so every query runs on one dedicated worker thread (a single
+writer, as datasette does for SQLite); the event loop only awaits the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from workbench.db import migrate
+from workbench.db.models import ActivityRow, ExecutionRow, SessionRow, utcnow
+
+T = TypeVar("T")
+
+LIVE_STATUSES = ("starting", "ready", "stopped")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """Async facade over the session, activity and execution tables."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="workbench-db")
+
+    def upgrade(self) -> str | None:
+        """Create or upgrade the schema (blocking; called once at start-up)."""
+        return migrate.upgrade(self.engine)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        def in_transaction() -> T:
+            with self._sessions.begin() as session:
+                return work(session)
+
+        return await asyncio.get_running_loop().run_in_executor(self._worker, in_transaction)
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.wait_for(self.run(lambda s: s.execute(text("SELECT 1")).scalar()), timeout=5)
+        except Exception:  # any failure means "not reachable" for the health check
+            return False
+        return True
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+        self.engine.dispose()
+
+    # sessions
+
+    async def add_session(self, row: SessionRow) -> SessionRow:
+        def work(session: Session) -> SessionRow:
+            session.add(row)
+            session.flush()
+            session.add(ActivityRow(session_id=row.id, at=row.created_at, kind="create"))
+            return row
+
+        return await self.run(work)
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        return await self.run(lambda s: s.get(SessionRow, session_id))
+
+    async def list_sessions(self, statuses: Sequence[str] = LIVE_STATUSES) -> list[SessionRow]:
+        query = select(SessionRow).where(SessionRow.status.in_(statuses)).order_by(SessionRow.created_at)
+        return await self.run(lambda s: list(s.scalars(query)))
+
+    async def update_session(self, session_id: str, **values: Any) -> SessionRow | None:
+        def work(session: Session) -> SessionRow | None:
+            row = session.get(SessionRow, session_id)
+            if row is not None:
+                for name, value in values.items():
+                    setattr(row, name, value)
+            return row
+
+        return await self.run(work)
+
+    async def touch(self, session_id: str, kind: str, detail: str | None = None) -> dt.datetime:
+        """Record one activity and move the session's ``last_activity_at``."""
+        now = utcnow()
+
+        def work(session: Session) -> None:
+            session.execute(
+                update(SessionRow).where(SessionRow.id == session_id).values(last_activity_at=now)
+            )
+            session.add(
+                ActivityRow(
+                    session_id=session_id, at=now, kind=kind, detail=(detail or None) and detail[:1000]
+                )
+            )
+
+        await self.run(work)
+        return now
+
+    # executions
+
+    async def add_execution(self, row: ExecutionRow) -> None:
+        def work(session: Session) -> None:
+            session.add(row)
+            session.flush()
+            session.execute(
+                update(SessionRow)
+                .where(SessionRow.id == row.session_id)
+                .values(last_activity_at=row.started_at)
+            )
+
+        await self.run(work)
+
+    async def finish_execution(self, execution_id: str, **values: Any) -> None:
+        def work(session: Session) -> None:
+            row = session.get(ExecutionRow, execution_id)
+            if row is None:
+                return
+            for name, value in values.items():
+                setattr(row, name, value)
+            session.execute(
+                update(SessionRow).where(SessionRow.id == row.session_id).values(last_activity_at=utcnow())
+            )
+
+        await self.run(work)
+
+    async def executions(self, session_id: str) -> list[ExecutionRow]:
+        query = (
+            select(ExecutionRow)
+            .where(ExecutionRow.session_id == session_id)
+            .order_by(ExecutionRow.started_at)
+        )
+        return await self.run(lambda s: list(s.scalars(query)))

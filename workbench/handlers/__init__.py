@@ -1,0 +1,1 @@
+"""Thin HTTP and WebSocket handlers: parse, authorize, call the session manager, answer JSON."""

@@ -1,0 +1,137 @@
+"""The base of every API handler: authentication, JSON bodies, and JSON errors (never an HTML page)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from tornado import web
+
+from workbench.auth import Authenticator, Principal, token_from_header
+from workbench.errors import BadRequest, NotFound, Unauthorized, WorkbenchError
+from workbench.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class APIHandler(web.RequestHandler):
+    """JSON in, JSON out; ``prepare`` authenticates unless ``public`` is set."""
+
+    public = False
+    principal: Principal
+
+    @property
+    def manager(self) -> SessionManager:
+        manager: SessionManager = self.settings["manager"]
+        return manager
+
+    @property
+    def authenticator(self) -> Authenticator:
+        authenticator: Authenticator = self.settings["authenticator"]
+        return authenticator
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    def request_token(self) -> str | None:
+        return token_from_header(self.request.headers.get("Authorization"))
+
+    def prepare(self) -> None:
+        if self.public:
+            return
+        principal = self.authenticator.authenticate(self.request_token())
+        if principal is None:
+            msg = "a valid token is required (Authorization: Bearer <token>)"
+            raise Unauthorized(msg, headers={"WWW-Authenticate": 'Bearer realm="workbench"'})
+        self.principal = principal
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object; malformed JSON is a 400."""
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            msg = f"the body is not valid JSON: {exc}"
+            raise BadRequest(msg, code="bad-json") from None
+        if not isinstance(body, dict):
+            msg = "the body must be a JSON object"
+            raise BadRequest(msg, code="bad-json")
+        return body
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, ensure_ascii=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = _as_workbench_error(status_code, kwargs.get("exc_info"))
+        self.clear_header("Content-Disposition")
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(error.to_json(), ensure_ascii=False))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, WorkbenchError | web.HTTPError):
+            return
+        super().log_exception(typ, value, tb)
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, WorkbenchError):
+            if self._finished:
+                return
+            self.set_status(e.status)
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+def _as_workbench_error(status_code: int, exc_info: Any) -> WorkbenchError:
+    exception = exc_info[1] if exc_info else None
+    if isinstance(exception, WorkbenchError):
+        return exception
+    if isinstance(exception, web.HTTPError):
+        message = (
+            exception.log_message % exception.args
+            if exception.log_message and exception.args
+            else (exception.log_message or exception.reason or "")
+        )
+        error = WorkbenchError(message or _reason(status_code), code=_slug(status_code))
+        error.status = status_code
+        return error
+    error = WorkbenchError(
+        "internal server error" if status_code >= 500 else _reason(status_code), code=_slug(status_code)
+    )
+    error.status = status_code
+    return error
+
+
+def _reason(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase.lower()
+    except ValueError:
+        return "error"
+
+
+def _slug(status_code: int) -> str:
+    return _reason(status_code).replace(" ", "-")
+
+
+class NotFoundHandler(APIHandler):
+    """Every unknown path: a JSON 404."""
+
+    public = True
+
+    def prepare(self) -> None:
+        msg = f"no route for {self.request.path}"
+        raise NotFound(msg, code="no-route")

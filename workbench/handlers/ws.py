@@ -1,0 +1,168 @@
+"""``GET /api/v1/sessions/{id}/ws``: streaming execution over a WebSocket (shared view of the session)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from tornado import websocket
+
+from workbench.auth import Authenticator, Principal, token_from_header
+from workbench.errors import WorkbenchError
+from workbench.kernels.execution import failed_done_event
+from workbench.kernels.runtime import SessionKernel
+from workbench.outbox import Event, Outbox
+from workbench.sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+class SessionSocket(websocket.WebSocketHandler):
+    """Frames in: ``execute``, ``interrupt``, ``input_reply``.  Events out: every event of the session."""
+
+    principal: Principal
+    session_id: str
+    kernel: SessionKernel | None = None
+
+    @property
+    def manager(self) -> SessionManager:
+        manager: SessionManager = self.settings["manager"]
+        return manager
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        authenticator: Authenticator = self.settings["authenticator"]
+        token = token_from_header(self.request.headers.get("Authorization")) or self.get_query_argument(
+            "token", None
+        )
+        principal = authenticator.authenticate(token)
+        if principal is None:
+            self._refuse(401, "unauthorized", "a valid token is required")
+            return
+        self.principal = principal
+        try:
+            await self.manager.get_live_row(kwargs["session_id"])
+        except WorkbenchError as error:
+            self._refuse(error.status, error.code, error.message)
+            return
+        await super().get(*args, **kwargs)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    async def open(self, *args: str, **kwargs: str) -> None:
+        self.session_id = kwargs["session_id"]
+        self.set_nodelay(True)
+        self.outbox = Outbox()
+        self.executions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.sender = asyncio.create_task(self._send_loop())
+        self.executor = asyncio.create_task(self._execute_loop())
+        try:
+            self.kernel = await self.manager.kernel(self.session_id)
+        except WorkbenchError as error:
+            self.outbox.put({"type": "error", "code": error.code, "message": error.message})
+            return
+        self.kernel.subscribe(self._on_event, replay=True)
+
+    def _on_event(self, event: Event) -> None:
+        self.outbox.put(event)
+        if self.outbox.overflowed:
+            log.warning("session %s: closing a WebSocket client that cannot keep up", self.session_id)
+            self.close(1008, "client too slow")
+
+    async def _send_loop(self) -> None:
+        while True:
+            event = await self.outbox.get()
+            try:
+                await self.write_message(json.dumps(event, ensure_ascii=False))
+            except websocket.WebSocketClosedError:
+                return
+
+    async def _execute_loop(self) -> None:
+        """This client's execute frames, in order (the kernel's queue orders them among all clients).
+
+        Frames a client sent before it went away still run (it may reconnect for the results).
+        """
+        while (frame := await self.executions.get()) is not None:
+            try:
+                await self.manager.execute(
+                    self.session_id,
+                    frame["code"],
+                    timeout=frame.get("timeout"),
+                    request_id=frame["id"],
+                    source="ws",
+                    allow_stdin=True,
+                )
+            except WorkbenchError as error:
+                self.outbox.put(
+                    {"type": "error", "id": frame["id"], "code": error.code, "message": error.message}
+                )
+                self.outbox.put(failed_done_event(frame["id"], error.message))
+            except Exception:
+                log.exception("session %s: execute over WebSocket failed", self.session_id)
+                self.outbox.put(failed_done_event(frame["id"], "internal error"))
+
+    async def on_message(self, message: str | bytes) -> None:
+        frame = _parse_frame(message)
+        if isinstance(frame, str):
+            self.outbox.put({"type": "error", "code": "bad-frame", "message": frame})
+            return
+        kind = frame["type"]
+        if kind == "execute":
+            self.executions.put_nowait(frame)
+        elif kind == "interrupt":
+            await self._interrupt()
+        elif kind == "input_reply" and self.kernel is not None:
+            self.kernel.send_input(frame["value"])
+
+    async def _interrupt(self) -> None:
+        try:
+            await self.manager.interrupt(self.session_id)
+        except WorkbenchError as error:
+            self.outbox.put({"type": "error", "code": error.code, "message": error.message})
+
+    def on_close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.unsubscribe(self._on_event)
+        if hasattr(self, "sender"):
+            self.sender.cancel()
+            self.executions.put_nowait(None)
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.manager.settings.allowed_origins
+        if allowed:
+            return origin in allowed
+        return super().check_origin(origin)
+
+
+def _parse_frame(message: str | bytes) -> dict[str, Any] | str:
+    """The frame as a checked dict, or a message saying what is wrong with it."""
+    try:
+        frame = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        return "the frame is not valid JSON"
+    if not isinstance(frame, dict):
+        return "the frame must be a JSON object"
+    kind = frame.get("type")
+    if kind == "execute":
+        if not isinstance(frame.get("code"), str):
+            return "execute needs `code` (a string)"
+        if not isinstance(frame.get("id"), str) or not 0 < len(frame["id"]) <= 200:
+            return "execute needs `id` (a string of 1 to 200 characters)"
+        timeout = frame.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+            return "`timeout` must be a number of seconds"
+        return frame
+    if kind == "interrupt":
+        return frame
+    if kind == "input_reply":
+        if not isinstance(frame.get("value"), str):
+            return "input_reply needs `value` (a string)"
+        return frame
+    return f"unknown frame type {kind!r} (expected execute, interrupt or input_reply)"
+
+
+default_handlers = [(r"/api/v1/sessions/(?P<session_id>[^/]+)/ws", SessionSocket)]

@@ -1,0 +1,1 @@
+"""Kernel containers: their spec and launch, and the ZeroMQ client that speaks to them."""

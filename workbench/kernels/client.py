@@ -1,0 +1,124 @@
+"""One ZeroMQ conversation with one running kernel.
+
+A single reader task per channel receives every message (event-driven, no polling loop) and hands it
+to the owner's callbacks; shell replies resolve the future of the request they answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+from workbench.errors import KernelFailed
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+MessageHandler = Callable[[Message], None]
+
+
+class KernelClient:
+    """Shell, IOPub, stdin and control channels of one kernel, with readiness and dispatch."""
+
+    def __init__(
+        self, connection_info: dict[str, Any], *, on_iopub: MessageHandler, on_stdin: MessageHandler
+    ) -> None:
+        self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
+        self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
+        self._on_iopub = on_iopub
+        self._on_stdin = on_stdin
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._iopub_seen = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, timeout: float) -> None:
+        """Connect, then wait until the kernel answers on shell *and* IOPub delivers (slow joiner)."""
+        self._client.start_channels(hb=False)
+        channels = (
+            (self._client.iopub_channel, self._handle_iopub),
+            (self._client.shell_channel, self._handle_reply),
+            (self._client.stdin_channel, self._on_stdin),
+            (self._client.control_channel, self._handle_reply),
+        )
+        self._tasks = [asyncio.create_task(self._read(channel, handler)) for channel, handler in channels]
+        await self._wait_ready(timeout)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        answered = False
+        while time.monotonic() < deadline:
+            msg_id = self._client.kernel_info()
+            try:
+                await asyncio.wait_for(self._expect_reply(msg_id), timeout=0.5)
+                answered = True
+            except TimeoutError:
+                self.forget(msg_id)
+            if answered:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._iopub_seen.wait(), timeout=0.3)
+                if self._iopub_seen.is_set():
+                    return
+        msg = f"the kernel did not become ready within {timeout:.0f} s"
+        raise KernelFailed(msg)
+
+    async def _read(self, channel: Any, handler: MessageHandler) -> None:
+        while True:
+            try:
+                message = await channel.get_msg()
+            except asyncio.CancelledError:
+                raise
+            except zmq.ZMQError:
+                return
+            except Exception:  # a malformed or badly signed message must not kill the reader
+                log.warning("dropping an unreadable kernel message", exc_info=True)
+                continue
+            try:
+                handler(message)
+            except Exception:
+                log.exception("error handling a kernel message")
+
+    def _handle_iopub(self, message: Message) -> None:
+        self._iopub_seen.set()
+        self._on_iopub(message)
+
+    def _handle_reply(self, message: Message) -> None:
+        parent = message.get("parent_header", {}).get("msg_id")
+        future = self._replies.pop(parent, None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _expect_reply(self, msg_id: str) -> asyncio.Future[Message]:
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[msg_id] = future
+        return future
+
+    def execute(self, code: str, *, allow_stdin: bool = True) -> tuple[str, asyncio.Future[Message]]:
+        """Send an execute request; returns its msg_id and the future of its shell reply."""
+        msg_id = self._client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
+        return msg_id, self._expect_reply(msg_id)
+
+    def send_input(self, value: str) -> None:
+        self._client.input(value)
+
+    def forget(self, msg_id: str) -> None:
+        future = self._replies.pop(msg_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for future in self._replies.values():
+            future.cancel()
+        self._replies.clear()
+        self._client.stop_channels()

@@ -1,0 +1,278 @@
+"""Where kernels run: a small launcher interface, and its Docker implementation.
+
+The session manager only speaks this interface, so a Kubernetes launcher can replace the Docker one
+without touching handlers or the manager.  Every Docker SDK call runs on a thread pool.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests
+from docker.types import Mount
+
+from workbench.errors import EngineUnavailable, KernelFailed
+from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SESSION_LABEL = "org.workbench.session"
+MANAGED_LABEL = "org.workbench.managed"
+KERNEL_COMMAND = [
+    "python",
+    "-m",
+    "ipykernel_launcher",
+    "-f",
+    f"{CONTAINER_RUNTIME_DIR}/{KERNEL_CONNECTION_FILE}",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerLimits:
+    """Per-kernel limits; the server-wide ones come from the settings."""
+
+    memory_mb: int
+    cpus: float
+    pids_limit: int
+    tmp_mb: int
+    shm_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    session_id: str
+    workspace: Path
+    runtime_dir: Path
+    limits: ContainerLimits
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelState:
+    """What the engine says about a kernel's container."""
+
+    running: bool
+    status: str
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def death_reason(self) -> str:
+        return "oom" if self.oom_killed else "died"
+
+
+class KernelLauncher(abc.ABC):
+    """Starts, signals, inspects and removes kernel containers (or pods)."""
+
+    @abc.abstractmethod
+    async def launch(self, request: LaunchRequest) -> str:
+        """Start the kernel for a session; returns the launcher's kernel id (e.g. a container id)."""
+
+    @abc.abstractmethod
+    async def state(self, kernel_id: str) -> KernelState | None:
+        """The kernel's state, or ``None`` when it no longer exists."""
+
+    @abc.abstractmethod
+    async def signal(self, kernel_id: str, signum: int) -> None: ...
+
+    @abc.abstractmethod
+    async def remove(self, kernel_id: str) -> None:
+        """Kill and remove the kernel; a kernel that is already gone is not an error."""
+
+    @abc.abstractmethod
+    async def kernels(self) -> dict[str, str]:
+        """Every kernel this server manages, running or not: session id -> kernel id."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool: ...
+
+    async def interrupt(self, kernel_id: str) -> None:
+        await self.signal(kernel_id, signal.SIGINT)
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release resources held by the launcher."""
+
+
+class DockerLauncher(KernelLauncher):
+    """Kernels as locked-down Docker containers (the container spec of ARCHITECTURE.md)."""
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        uid: int,
+        runtime: str | None = None,
+        docker_host: str | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self.image = image
+        self.uid = uid
+        self.runtime = runtime
+        self.docker_host = docker_host
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="workbench-docker")
+
+    # plumbing
+
+    def _docker(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                if self.docker_host:
+                    self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
+                else:
+                    self._client = docker.from_env(timeout=60)
+            return self._client
+
+    async def _call(self, work: Callable[[docker.DockerClient], T]) -> T:
+        def guarded() -> T:
+            try:
+                return work(self._docker())
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                self._forget_client()
+                msg = "the Docker engine is unreachable"
+                raise EngineUnavailable(msg) from exc
+            except docker.errors.DockerException as exc:
+                if isinstance(exc, docker.errors.APIError):
+                    raise
+                self._forget_client()
+                msg = f"the Docker engine is unavailable: {exc}"
+                raise EngineUnavailable(msg) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, guarded)
+
+    def _forget_client(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._forget_client()
+
+    # the spec
+
+    def container_options(self, request: LaunchRequest) -> dict[str, Any]:
+        """Everything ``containers.run`` gets for one kernel."""
+        limits = request.limits
+        memory = f"{limits.memory_mb}m"
+        options: dict[str, Any] = {
+            "image": self.image,
+            "command": KERNEL_COMMAND,
+            "name": container_name(request.session_id),
+            "detach": True,
+            "user": f"{self.uid}:{self.uid}",
+            "working_dir": "/data",
+            "read_only": True,
+            "network_mode": "none",
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": limits.pids_limit,
+            "mem_limit": memory,
+            "memswap_limit": memory,
+            "nano_cpus": int(limits.cpus * 1e9),
+            "init": True,
+            "ipc_mode": "private",
+            "shm_size": f"{limits.shm_mb}m",
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},  # noqa: S108
+            "mounts": [
+                Mount("/data", str(request.workspace), type="bind", read_only=False),
+                Mount(CONTAINER_RUNTIME_DIR, str(request.runtime_dir), type="bind", read_only=False),
+            ],
+            "labels": {SESSION_LABEL: request.session_id, MANAGED_LABEL: "true"},
+            "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
+        }
+        if self.runtime:
+            options["runtime"] = self.runtime
+        return options
+
+    # the interface
+
+    async def launch(self, request: LaunchRequest) -> str:
+        options = self.container_options(request)
+
+        def run(client: docker.DockerClient) -> str:
+            _remove_quietly(client, options["name"])
+            try:
+                container = client.containers.run(**options)
+            except docker.errors.ImageNotFound as exc:
+                msg = f"kernel image {self.image!r} not found: run `workbench image build`"
+                raise KernelFailed(msg) from exc
+            except docker.errors.APIError as exc:
+                msg = f"could not start the kernel container: {exc.explanation or exc}"
+                raise KernelFailed(msg) from exc
+            return str(container.id)
+
+        return await self._call(run)
+
+    async def state(self, kernel_id: str) -> KernelState | None:
+        def inspect(client: docker.DockerClient) -> KernelState | None:
+            try:
+                attrs = client.api.inspect_container(kernel_id)
+            except docker.errors.NotFound:
+                return None
+            state = attrs.get("State", {})
+            return KernelState(
+                running=bool(state.get("Running")),
+                status=str(state.get("Status", "unknown")),
+                exit_code=state.get("ExitCode"),
+                oom_killed=bool(state.get("OOMKilled")),
+            )
+
+        return await self._call(inspect)
+
+    async def signal(self, kernel_id: str, signum: int) -> None:
+        def kill(client: docker.DockerClient) -> None:
+            try:
+                client.api.kill(kernel_id, signal=signum)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: not running
+                    raise
+
+        await self._call(kill)
+
+    async def remove(self, kernel_id: str) -> None:
+        await self._call(lambda client: _remove_quietly(client, kernel_id))
+
+    async def kernels(self) -> dict[str, str]:
+        def listing(client: docker.DockerClient) -> dict[str, str]:
+            found = client.api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+            return {
+                item["Labels"][SESSION_LABEL]: item["Id"] for item in found if SESSION_LABEL in item["Labels"]
+            }
+
+        return await self._call(listing)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._call(lambda client: client.ping()), timeout=5))
+        except (EngineUnavailable, docker.errors.APIError, TimeoutError):
+            return False
+
+
+def container_name(session_id: str) -> str:
+    return f"workbench-{session_id}"
+
+
+def _remove_quietly(client: docker.DockerClient, kernel_id: str) -> None:
+    try:
+        client.api.remove_container(kernel_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: removal already in progress
+            raise

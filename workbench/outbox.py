@@ -1,0 +1,105 @@
+"""A bounded outbox per client (WebSocket or NDJSON stream).
+
+A kernel can print faster than a client reads.  The outbox keeps memory bounded: consecutive stream
+text is coalesced, output for a client that falls behind is skipped (with a visible notice) rather than
+buffered, and the events a client cannot do without (``done``, ``kernel``, ``input_request``, errors,
+``expiring``) are always kept; a client so slow that even those pile up is marked ``overflowed`` and the
+handler disconnects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from typing import Any
+
+Event = dict[str, Any]
+
+SKIPPABLE = frozenset({"stream", "display_data", "execute_result", "clear_output"})
+SKIP_NOTICE = "\n[workbench: {skipped} bytes of output skipped: this client could not keep up]\n"
+
+
+def event_size(event: Event) -> int:
+    if event.get("type") == "stream":
+        return len(event.get("text", "")) + 64
+    return len(json.dumps(event, ensure_ascii=False))
+
+
+class Outbox:
+    def __init__(self, *, max_bytes: int = 4 * 1024 * 1024, max_chunk: int = 256 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.max_chunk = max_chunk
+        self.overflowed = False
+        self._items: collections.deque[Event] = collections.deque()
+        self._bytes = 0
+        self._skipped: dict[Any, int] = {}
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, event: Event) -> None:
+        size = event_size(event)
+        if event.get("type") in SKIPPABLE:
+            key = event.get("id")
+            if self._bytes + size > self.max_bytes:
+                self._skipped[key] = self._skipped.get(key, 0) + size
+                return
+            self._flush_notice(key)
+            if self._coalesce(event, size):
+                return
+        else:
+            self._flush_notice(event.get("id"))
+            if self._bytes + size > 4 * self.max_bytes:
+                self.overflowed = True
+        self._append(event, size)
+
+    def _coalesce(self, event: Event, size: int) -> bool:
+        if event["type"] != "stream" or not self._items:
+            return False
+        last = self._items[-1]
+        same = (
+            last.get("type") == "stream"
+            and last.get("id") == event.get("id")
+            and last["name"] == event["name"]
+        )
+        if not same or len(last["text"]) + len(event["text"]) > self.max_chunk:
+            return False
+        self._items[-1] = {**last, "text": last["text"] + event["text"]}
+        self._bytes += size - 64
+        return True
+
+    def _flush_notice(self, key: Any) -> None:
+        skipped = self._skipped.pop(key, 0)
+        if skipped:
+            notice = {
+                "type": "stream",
+                "id": key,
+                "name": "stderr",
+                "text": SKIP_NOTICE.format(skipped=skipped),
+            }
+            self._append(notice, event_size(notice))
+
+    def _append(self, event: Event, size: int) -> None:
+        self._items.append(event)
+        self._bytes += size
+        self._ready.set()
+
+    def snapshot(self) -> list[Event]:
+        """What is queued (for replay), without taking it out."""
+        return list(self._items)
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._items.popleft()
+        self._bytes -= event_size(event)
+        if not self._items:
+            self._bytes = 0
+        return event

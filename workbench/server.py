@@ -1,0 +1,77 @@
+"""``workbench serve``: start-up (schema, state dir, re-attach), serving, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from workbench.app import make_app
+from workbench.auth import Authenticator, load_or_create_admin_token
+from workbench.config import Settings
+from workbench.db.store import Database
+from workbench.image import default_image_name
+from workbench.kernels.launcher import DockerLauncher
+from workbench.sessions import SessionManager
+
+log = logging.getLogger("workbench")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("tornado.access").setLevel(
+        logging.WARNING if level.lower() != "debug" else logging.INFO
+    )
+
+
+async def serve(settings: Settings) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database_url)
+    await asyncio.get_running_loop().run_in_executor(None, database.upgrade)
+    launcher = DockerLauncher(
+        image=settings.image or default_image_name(),
+        uid=settings.kernel_uid,
+        runtime=settings.runtime,
+        docker_host=settings.docker_host,
+    )
+    manager = SessionManager(settings, database, launcher)
+    manager.prepare_state_dir()
+    token = settings.token
+    if not token:
+        token, created = load_or_create_admin_token(settings.state_dir)
+        if created:
+            print(f"workbench: admin token (saved in {settings.state_dir}/admin-token): {token}", flush=True)
+    try:
+        await manager.reconcile()
+    except Exception as exc:  # the engine may be down at start: serve anyway, health says degraded
+        log.warning("could not reconcile kernels with the engine: %s", exc)
+
+    app = make_app(manager, Authenticator(token))
+    server = HTTPServer(
+        app,
+        max_body_size=settings.max_upload_mb * 1024 * 1024 + 1024 * 1024,
+        idle_connection_timeout=300,
+        body_timeout=3600,
+        xheaders=False,
+    )
+    server.listen(settings.port, settings.host)
+    log.info(
+        "workbench serving on http://%s:%d (state in %s)", settings.host, settings.port, settings.state_dir
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down: no new connections, finishing requests in flight")
+    server.stop()
+    await server.close_all_connections()
+    await manager.close(stop_kernels=settings.stop_kernels_on_exit)
+    launcher.close()
+    database.close()

@@ -1,0 +1,402 @@
+"""The session manager: the one place that ties database rows, kernels and workspaces together."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from workbench.config import Settings
+from workbench.db.models import ExecutionRow, SessionRow, utcnow
+from workbench.db.store import Database
+from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.kernels.connection import runtime_dir_for
+from workbench.kernels.execution import Event, Execution, ExecutionResult
+from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
+from workbench.kernels.runtime import Listener, SessionKernel
+from workbench.workspace import wipe
+
+log = logging.getLogger(__name__)
+
+SESSION_ID_PREFIX = "session-"
+
+
+def isoformat(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class SessionManager:
+    def __init__(self, settings: Settings, db: Database, launcher: KernelLauncher) -> None:
+        self.settings = settings
+        self.db = db
+        self.launcher = launcher
+        self.kernels: dict[str, SessionKernel] = {}
+        self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
+        self._blocking = asyncio.get_running_loop().run_in_executor
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run bookkeeping in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # paths
+
+    def workspace_path(self, session_id: str) -> Path:
+        return self.settings.workspaces_dir / session_id
+
+    def runtime_path(self, session_id: str) -> Path:
+        return runtime_dir_for(self.settings.runtime_dir, session_id)
+
+    def connection_path(self, session_id: str) -> Path:
+        return self.settings.connections_dir / f"{session_id}.json"
+
+    def prepare_state_dir(self) -> None:
+        for path, mode in (
+            (self.settings.state_dir, 0o711),
+            (self.settings.workspaces_dir, 0o711),
+            (self.settings.runtime_dir, 0o711),
+            (self.settings.connections_dir, 0o700),
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+
+    def _make_private_dir(self, path: Path, mode: int) -> None:
+        path.mkdir(mode=mode, exist_ok=True)
+        if self.owner is not None:
+            os.chown(path, *self.owner)
+        path.chmod(mode)
+
+    # views
+
+    def to_json(self, row: SessionRow) -> dict[str, Any]:
+        kernel = self.kernels.get(row.id)
+        if row.status in ("ready", "starting") and kernel is not None:
+            state = "busy" if kernel.busy else kernel.state
+        else:
+            state = {"stopped": "stopped", "starting": "starting"}.get(row.status, "dead")
+        return {
+            "id": row.id,
+            "status": row.status,
+            "created_at": isoformat(row.created_at),
+            "last_activity_at": isoformat(row.last_activity_at),
+            "expires_at": isoformat(row.last_activity_at + dt.timedelta(seconds=self.settings.session_ttl)),
+            "kernel": {"state": state},
+            "limits": {"memory_mb": row.memory_mb, "cpus": row.cpus, "idle_timeout": row.idle_timeout},
+            "metadata": row.metadata_,
+        }
+
+    # lookups
+
+    async def get_row(self, session_id: str) -> SessionRow:
+        row = await self.db.get_session(session_id) if _plausible_id(session_id) else None
+        if row is None or row.status == "deleted":
+            msg = f"no session {session_id!r}"
+            raise NotFound(msg, code="session-not-found")
+        return row
+
+    async def get_live_row(self, session_id: str) -> SessionRow:
+        row = await self.get_row(session_id)
+        if row.status in ("expired", "failed"):
+            msg = f"session {session_id!r} is {row.status}"
+            raise NotFound(msg, code=f"session-{row.status}")
+        return row
+
+    async def list(self) -> list[SessionRow]:
+        return await self.db.list_sessions()
+
+    # create
+
+    def _limits(self, body: Mapping[str, Any]) -> tuple[int, float, int, dict[str, Any]]:
+        unknown = set(body) - {"idle_timeout", "memory_mb", "cpus", "metadata"}
+        if unknown:
+            msg = f"unknown field(s): {', '.join(sorted(unknown))}"
+            raise Invalid(msg)
+        settings = self.settings
+        memory = _number(body, "memory_mb", settings.memory_mb, minimum=64, integer=True)
+        cpus = _number(body, "cpus", settings.cpus, minimum=0.01)
+        idle = _number(body, "idle_timeout", settings.idle_timeout, minimum=1, integer=True)
+        metadata = body.get("metadata", {})
+        if not isinstance(metadata, dict):
+            msg = "metadata must be an object"
+            raise Invalid(msg)
+        if len(repr(metadata)) > 16384:
+            msg = "metadata is larger than 16 KiB"
+            raise Invalid(msg)
+        return (
+            int(min(memory, settings.max_memory_mb)),
+            float(min(cpus, settings.max_cpus)),
+            int(min(idle, settings.max_idle_timeout)),
+            metadata,
+        )
+
+    async def create(self, body: Mapping[str, Any]) -> SessionRow:
+        memory_mb, cpus, idle_timeout, metadata = self._limits(body)
+        live = await self.db.list_sessions(("starting", "ready"))
+        if len(live) >= self.settings.max_sessions:
+            msg = f"this server runs at most {self.settings.max_sessions} live sessions"
+            raise LimitReached(msg, headers={"Retry-After": "30"})
+        now = utcnow()
+        row = await self.db.add_session(
+            SessionRow(
+                id=f"{SESSION_ID_PREFIX}{uuid.uuid4()}",
+                status="starting",
+                created_at=now,
+                last_activity_at=now,
+                memory_mb=memory_mb,
+                cpus=cpus,
+                idle_timeout=idle_timeout,
+                metadata_=metadata,
+            )
+        )
+        kernel = self._kernel_for(row)
+        try:
+            await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
+            await self._blocking(None, self._make_private_dir, kernel.request.runtime_dir, 0o700)
+            await kernel.start()
+        except BaseException as exc:
+            await self._discard(row.id, "failed", reason=str(exc)[:200])
+            if isinstance(exc, WorkbenchError | asyncio.CancelledError):
+                raise
+            log.exception("session %s: kernel start failed", row.id)
+            msg = "could not start the kernel"
+            raise KernelFailed(msg) from exc
+        return await self._mark_ready(row.id, kernel)
+
+    async def _mark_ready(self, session_id: str, kernel: SessionKernel) -> SessionRow:
+        row = await self.db.update_session(
+            session_id,
+            status="ready",
+            container_id=kernel.kernel_id,
+            kernel_started_at=utcnow(),
+            status_reason=None,
+        )
+        assert row is not None
+        return row
+
+    def _kernel_for(self, row: SessionRow) -> SessionKernel:
+        kernel = self.kernels.get(row.id)
+        if kernel is None:
+            limits = ContainerLimits(
+                memory_mb=row.memory_mb,
+                cpus=row.cpus,
+                pids_limit=self.settings.pids_limit,
+                tmp_mb=self.settings.tmp_mb,
+                shm_mb=self.settings.shm_mb,
+            )
+            request = LaunchRequest(
+                session_id=row.id,
+                workspace=self.workspace_path(row.id),
+                runtime_dir=self.runtime_path(row.id),
+                limits=limits,
+            )
+            kernel = SessionKernel(
+                request,
+                self.launcher,
+                connection_file=self.connection_path(row.id),
+                owner=self.owner,
+                start_timeout=self.settings.start_timeout,
+                interrupt_grace=self.settings.interrupt_grace,
+                max_output_bytes=self.settings.max_output_kb * 1024,
+            )
+            kernel.subscribe(self._kernel_news(row.id))
+            self.kernels[row.id] = kernel
+        return kernel
+
+    def _kernel_news(self, session_id: str) -> Listener:
+        """Keep the row's container id in step when a kernel is replaced behind a request's back."""
+
+        def on_event(event: Event) -> None:
+            if event["type"] == "kernel" and event["state"] == "idle":
+                kernel = self.kernels.get(session_id)
+                if kernel is not None:
+                    self._spawn(
+                        self.db.update_session(
+                            session_id,
+                            status="ready",
+                            container_id=kernel.kernel_id,
+                            kernel_started_at=utcnow(),
+                        )
+                    )
+
+        return on_event
+
+    # running kernels
+
+    async def kernel(self, session_id: str) -> SessionKernel:
+        """The session's kernel, started again if it was stopped (idle cull, vanished container)."""
+        row = await self.get_live_row(session_id)
+        kernel = self._kernel_for(row)
+        if row.status == "stopped" or kernel.state in ("stopped", "dead"):
+            await kernel.ensure_running()
+            await self._mark_ready(session_id, kernel)
+        return kernel
+
+    async def execute(
+        self,
+        session_id: str,
+        code: str,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        source: str = "rest",
+        allow_stdin: bool = False,
+    ) -> ExecutionResult:
+        timeout = self.execute_timeout(timeout)
+        kernel = await self.kernel(session_id)
+        execution_id = uuid.uuid4().hex
+        request_id = request_id or execution_id
+
+        def record_start(execution: Execution) -> None:
+            self._spawn(
+                self.db.add_execution(
+                    ExecutionRow(
+                        id=execution_id,
+                        session_id=session_id,
+                        request_id=request_id,
+                        source=source,
+                        code=code,
+                        status="running",
+                        started_at=utcnow(),
+                        output_bytes=0,
+                        truncated=False,
+                    )
+                )
+            )
+
+        execution = await kernel.execute(
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, on_start=record_start
+        )
+        result = execution.complete()
+        await self.db.finish_execution(
+            execution_id,
+            status=result.status,
+            execution_count=result.execution_count,
+            finished_at=utcnow(),
+            duration_ms=result.duration_ms,
+            output_bytes=execution.output_bytes,
+            truncated=result.truncated,
+            error_name=(result.error or {}).get("ename"),
+            error_value=(result.error or {}).get("evalue"),
+        )
+        return result
+
+    def execute_timeout(self, requested: float | None) -> float:
+        if requested is None:
+            return self.settings.execute_timeout
+        if isinstance(requested, bool) or not isinstance(requested, int | float) or requested <= 0:
+            msg = "timeout must be a positive number of seconds"
+            raise Invalid(msg)
+        return float(min(requested, self.settings.max_execute_timeout))
+
+    async def interrupt(self, session_id: str) -> None:
+        await self.get_live_row(session_id)
+        kernel = self.kernels.get(session_id)
+        if kernel is not None:
+            await kernel.interrupt()
+        await self.db.touch(session_id, "interrupt")
+
+    async def restart(self, session_id: str) -> SessionRow:
+        row = await self.get_live_row(session_id)
+        kernel = self._kernel_for(row)
+        await kernel.restart("restart")
+        await self.db.touch(session_id, "restart")
+        return await self._mark_ready(session_id, kernel)
+
+    async def delete(self, session_id: str) -> None:
+        await self.get_row(session_id)
+        await self._discard(session_id, "deleted")
+
+    async def _discard(self, session_id: str, status: str, reason: str | None = None) -> None:
+        """Remove the kernel, the workspace and the runtime files; the row stays for audit."""
+        kernel = self.kernels.pop(session_id, None)
+        if kernel is not None:
+            await kernel.stop(remove=True, reason=status)
+        else:
+            await self._remove_containers(session_id)
+        await self._blocking(None, self._remove_files, session_id)
+        await self.db.update_session(
+            session_id, status=status, status_reason=reason, ended_at=utcnow(), container_id=None
+        )
+
+    async def _remove_containers(self, session_id: str) -> None:
+        kernel_id = (await self.launcher.kernels()).get(session_id)
+        if kernel_id is not None:
+            await self.launcher.remove(kernel_id)
+
+    def _remove_files(self, session_id: str) -> None:
+        workspace = self.workspace_path(session_id)
+        if workspace.exists():
+            wipe(workspace)
+        shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
+        self.connection_path(session_id).unlink(missing_ok=True)
+
+    # server start and stop
+
+    async def reconcile(self) -> None:
+        """Match database rows with the engine's labelled containers after a (re)start."""
+        containers = await self.launcher.kernels()
+        for row in await self.db.list_sessions(("starting", "ready")):
+            kernel_id = containers.pop(row.id, None)
+            kernel = self._kernel_for(row)
+            state = await self.launcher.state(kernel_id) if kernel_id else None
+            if (
+                kernel_id is not None
+                and state is not None
+                and state.running
+                and await kernel.attach(kernel_id)
+            ):
+                await self._mark_ready(row.id, kernel)
+                log.info("session %s: re-attached to its running kernel", row.id)
+                continue
+            if kernel_id is not None:
+                await self.launcher.remove(kernel_id)
+            kernel.kernel_id = None
+            kernel.down_reason = "vanished"
+            await self.db.update_session(
+                row.id, status="stopped", status_reason="kernel gone at server start", container_id=None
+            )
+        stopped = {row.id for row in await self.db.list_sessions(("stopped",))}
+        for session_id, kernel_id in containers.items():
+            if session_id not in stopped:
+                log.info("removing orphan kernel container of %s", session_id)
+            await self.launcher.remove(kernel_id)
+
+    async def close(self, *, stop_kernels: bool) -> None:
+        for session_id, kernel in list(self.kernels.items()):
+            try:
+                if stop_kernels:
+                    await kernel.stop(remove=True, reason="server-shutdown")
+                    await self.db.update_session(session_id, status="stopped", container_id=None)
+                else:
+                    await kernel.detach()
+            except Exception:
+                log.exception("session %s: error while shutting down", session_id)
+
+
+def _plausible_id(session_id: str) -> bool:
+    return 0 < len(session_id) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in session_id)
+
+
+def _number(
+    body: Mapping[str, Any], name: str, default: float, *, minimum: float, integer: bool = False
+) -> float:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and value != int(value)):
+        msg = f"{name} must be {'an integer' if integer else 'a number'}"
+        raise Invalid(msg)
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}"
+        raise Invalid(msg)
+    return value

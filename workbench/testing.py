@@ -1,0 +1,75 @@
+"""A throw-away ``workbench serve`` subprocess, for the test suite and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def short_tmp() -> Path:
+    """A short directory (Unix socket paths under it must stay below 108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="wb-", dir="/tmp"))
+
+
+class ServerProcess:
+    """``workbench serve`` on a free port with its own state directory."""
+
+    def __init__(self, state_dir: Path, *extra: str, token: str, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.args = [
+            sys.executable, "-m", "workbench", "serve", "--port", str(self.port),
+            "--state-dir", str(state_dir), "--token", token, *extra,
+        ]  # fmt: skip
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = state_dir.parent / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"server exited with {self.process.returncode}:\n{self.log()}"
+                raise RuntimeError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code in (200, 503):
+                    return
+            time.sleep(0.1)
+        msg = f"server did not answer within {timeout} s:\n{self.log()}"
+        raise RuntimeError(msg)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, token: str | None = None, timeout: float = 120) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
