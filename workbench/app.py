@@ -7,10 +7,11 @@ from typing import Any
 from tornado import web
 
 from workbench.auth import Authenticator
-from workbench.handlers import base, health, sessions, ws
+from workbench.handlers import base, connection, health, metrics, sessions, ws
+from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, sessions, ws)
+HANDLER_MODULES = (health, metrics, sessions, ws, connection)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:
@@ -21,6 +22,7 @@ def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any
         routes,
         manager=manager,
         authenticator=authenticator,
+        inflight=InFlight(),
         default_handler_class=base.NotFoundHandler,
         compress_response=False,
         serve_traceback=False,

@@ -14,10 +14,13 @@ from workbench.auth import Authenticator, load_or_create_admin_token
 from workbench.config import Settings
 from workbench.db.store import Database
 from workbench.image import default_image_name
+from workbench.inflight import InFlight
 from workbench.kernels.launcher import DockerLauncher
+from workbench.reaper import Reaper
 from workbench.sessions import SessionManager
 
 log = logging.getLogger("workbench")
+SHUTDOWN_GRACE = 30
 
 
 def configure_logging(level: str) -> None:
@@ -51,6 +54,9 @@ async def serve(settings: Settings) -> None:
     except Exception as exc:  # the engine may be down at start: serve anyway, health says degraded
         log.warning("could not reconcile kernels with the engine: %s", exc)
 
+    launcher.watch(manager.on_kernel_gone)
+    reaper = Reaper(manager)
+    reaper.start()
     app = make_app(manager, Authenticator(token))
     server = HTTPServer(
         app,
@@ -71,6 +77,10 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down: no new connections, finishing requests in flight")
     server.stop()
+    await reaper.stop()
+    inflight: InFlight = app.settings["inflight"]
+    if not await inflight.drained(timeout=SHUTDOWN_GRACE):
+        log.warning("%d requests still running after %d s; closing them", inflight.count, SHUTDOWN_GRACE)
     await server.close_all_connections()
     await manager.close(stop_kernels=settings.stop_kernels_on_exit)
     launcher.close()

@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench import metrics
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
@@ -20,11 +21,12 @@ from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, Execution, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
-from workbench.workspace import wipe
+from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "session-"
+CULLED = "idle-culled"
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -110,6 +112,18 @@ class SessionManager:
             msg = f"session {session_id!r} is {row.status}"
             raise NotFound(msg, code=f"session-{row.status}")
         return row
+
+    async def workspace(self, session_id: str) -> Workspace:
+        """The session's workspace, for file operations (a stopped session's files are still there)."""
+        await self.get_live_row(session_id)
+        settings = self.settings
+        return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
+                         max_upload_bytes=settings.max_upload_mb * 2**20,
+                         allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
+
+    async def touch(self, session_id: str, kind: str, detail: str | None = None) -> None:
+        """Record activity on a session (file operations, connections)."""
+        await self.db.touch(session_id, kind, detail)
 
     async def list(self) -> list[SessionRow]:
         return await self.db.list_sessions()
@@ -208,6 +222,8 @@ class SessionManager:
                 interrupt_grace=self.settings.interrupt_grace,
                 max_output_bytes=self.settings.max_output_kb * 1024,
             )
+            if row.status == "stopped":
+                kernel.down_reason = row.status_reason or "stopped"
             kernel.subscribe(self._kernel_news(row.id))
             self.kernels[row.id] = kernel
         return kernel
@@ -216,6 +232,8 @@ class SessionManager:
         """Keep the row's container id in step when a kernel is replaced behind a request's back."""
 
         def on_event(event: Event) -> None:
+            if event["type"] == "kernel" and event["state"] == "dead":
+                metrics.KERNEL_DEATHS.labels(event["reason"]).inc()
             if event["type"] == "kernel" and event["state"] == "idle":
                 kernel = self.kernels.get(session_id)
                 if kernel is not None:
@@ -232,11 +250,17 @@ class SessionManager:
 
     # running kernels
 
+    async def session_kernel(self, session_id: str) -> SessionKernel:
+        """The session's kernel object, whether or not a kernel runs (subscribe before starting one)."""
+        return self._kernel_for(await self.get_live_row(session_id))
+
     async def kernel(self, session_id: str) -> SessionKernel:
         """The session's kernel, started again if it was stopped (idle cull, vanished container)."""
-        row = await self.get_live_row(session_id)
-        kernel = self._kernel_for(row)
-        if row.status == "stopped" or kernel.state in ("stopped", "dead"):
+        kernel = self.kernels.get(session_id)
+        if kernel is not None and kernel.state not in ("stopped", "dead"):
+            return kernel  # the hot path: no database round trip
+        kernel = await self.session_kernel(session_id)
+        if kernel.state in ("stopped", "dead"):
             await kernel.ensure_running()
             await self._mark_ready(session_id, kernel)
         return kernel
@@ -277,6 +301,8 @@ class SessionManager:
             request_id, code, timeout=timeout, allow_stdin=allow_stdin, on_start=record_start
         )
         result = execution.complete()
+        metrics.EXECUTIONS.labels(result.status).inc()
+        metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         await self.db.finish_execution(
             execution_id,
             status=result.status,
@@ -312,6 +338,33 @@ class SessionManager:
         await self.db.touch(session_id, "restart")
         return await self._mark_ready(session_id, kernel)
 
+    def running_kernels(self) -> int:
+        return sum(1 for kernel in self.kernels.values() if kernel.kernel_id and kernel.state != "stopped")
+
+    def is_busy(self, session_id: str) -> bool:
+        kernel = self.kernels.get(session_id)
+        return kernel is not None and kernel.busy
+
+    def notify(self, session_id: str, event: Event) -> None:
+        """Send ``event`` to every client connected to the session."""
+        kernel = self.kernels.get(session_id)
+        if kernel is not None:
+            kernel.publish(event)
+
+    async def cull(self, session_id: str) -> None:
+        """Stop an idle kernel; the files stay and the next execute starts a fresh kernel."""
+        kernel = self.kernels.get(session_id)
+        if kernel is not None:
+            await kernel.stop(remove=True, reason=CULLED)
+        else:
+            await self._remove_containers(session_id)
+        await self.db.update_session(session_id, status="stopped", status_reason=CULLED, container_id=None)
+        metrics.KERNELS_CULLED.inc()
+
+    async def expire(self, session_id: str) -> None:
+        await self._discard(session_id, "expired", reason="no activity for the session TTL")
+        metrics.SESSIONS_EXPIRED.inc()
+
     async def delete(self, session_id: str) -> None:
         await self.get_row(session_id)
         await self._discard(session_id, "deleted")
@@ -339,6 +392,15 @@ class SessionManager:
             wipe(workspace)
         shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
         self.connection_path(session_id).unlink(missing_ok=True)
+
+    # the engine's news
+
+    def on_kernel_gone(self, session_id: str, kernel_id: str, reason: str) -> None:
+        """The engine says a kernel container died or was removed (maybe behind our back)."""
+        kernel = self.kernels.get(session_id)
+        if kernel is not None and kernel.owns(kernel_id):
+            log.warning("session %s: kernel container %s (%s)", session_id, kernel_id[:12], reason)
+            self._spawn(kernel.handle_death(kernel_id, reason))
 
     # server start and stop
 

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workbench.db import migrate
@@ -113,6 +113,10 @@ class Database:
 
         await self.run(work)
         return now
+
+    async def count_by_status(self) -> dict[str, int]:
+        query = select(SessionRow.status, func.count()).group_by(SessionRow.status)
+        return await self.run(lambda s: {status: count for status, count in s.execute(query).tuples()})
 
     # executions
 

@@ -46,6 +46,8 @@ class APIHandler(web.RequestHandler):
         return token_from_header(self.request.headers.get("Authorization"))
 
     def prepare(self) -> None:
+        self._counted = True
+        self.settings["inflight"].started()
         if self.public:
             return
         principal = self.authenticator.authenticate(self.request_token())
@@ -53,6 +55,10 @@ class APIHandler(web.RequestHandler):
             msg = "a valid token is required (Authorization: Bearer <token>)"
             raise Unauthorized(msg, headers={"WWW-Authenticate": 'Bearer realm="workbench"'})
         self.principal = principal
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self.settings["inflight"].finished()
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; malformed JSON is a 400."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from tornado import websocket
 
+from workbench import metrics
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import WorkbenchError
 from workbench.kernels.execution import failed_done_event
@@ -56,16 +57,18 @@ class SessionSocket(websocket.WebSocketHandler):
     async def open(self, *args: str, **kwargs: str) -> None:
         self.session_id = kwargs["session_id"]
         self.set_nodelay(True)
+        metrics.WEBSOCKETS.inc()
         self.outbox = Outbox()
         self.executions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.sender = asyncio.create_task(self._send_loop())
         self.executor = asyncio.create_task(self._execute_loop())
         try:
-            self.kernel = await self.manager.kernel(self.session_id)
+            self.kernel = await self.manager.session_kernel(self.session_id)
+            self.kernel.subscribe(self._on_event, replay=True)
+            await self.manager.kernel(self.session_id)  # after subscribing: the client hears a restart
+            await self.manager.touch(self.session_id, "connect")
         except WorkbenchError as error:
             self.outbox.put({"type": "error", "code": error.code, "message": error.message})
-            return
-        self.kernel.subscribe(self._on_event, replay=True)
 
     def _on_event(self, event: Event) -> None:
         self.outbox.put(event)
@@ -128,6 +131,7 @@ class SessionSocket(websocket.WebSocketHandler):
         if self.kernel is not None:
             self.kernel.unsubscribe(self._on_event)
         if hasattr(self, "sender"):
+            metrics.WEBSOCKETS.dec()
             self.sender.cancel()
             self.executions.put_nowait(None)
 

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 SESSION_LABEL = "org.workbench.session"
 MANAGED_LABEL = "org.workbench.managed"
+GoneCallback = Callable[[str, str, str], None]
 KERNEL_COMMAND = [
     "python",
     "-m",
@@ -100,6 +101,11 @@ class KernelLauncher(abc.ABC):
     async def interrupt(self, kernel_id: str) -> None:
         await self.signal(kernel_id, signal.SIGINT)
 
+    @abc.abstractmethod
+    def watch(self, on_gone: GoneCallback) -> None:
+        """Follow the engine's events: call ``on_gone(session_id, kernel_id, reason)`` on the event loop
+        when a kernel dies or is removed, whoever did it."""
+
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources held by the launcher."""
 
@@ -123,17 +129,21 @@ class DockerLauncher(KernelLauncher):
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="workbench-docker")
+        self._closed = threading.Event()
+        self._event_stream: Any = None
 
     # plumbing
 
     def _docker(self) -> docker.DockerClient:
         with self._client_lock:
             if self._client is None:
-                if self.docker_host:
-                    self._client = docker.DockerClient(base_url=self.docker_host, timeout=60)
-                else:
-                    self._client = docker.from_env(timeout=60)
+                self._client = self._new_client()
             return self._client
+
+    def _new_client(self) -> docker.DockerClient:
+        if self.docker_host:
+            return docker.DockerClient(base_url=self.docker_host, timeout=60)
+        return docker.from_env(timeout=60)
 
     async def _call(self, work: Callable[[docker.DockerClient], T]) -> T:
         def guarded() -> T:
@@ -159,8 +169,38 @@ class DockerLauncher(KernelLauncher):
             self._client = None
 
     def close(self) -> None:
+        self._closed.set()
+        if self._event_stream is not None:
+            self._event_stream.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._forget_client()
+
+    def watch(self, on_gone: GoneCallback) -> None:
+        loop = asyncio.get_running_loop()
+        thread = threading.Thread(target=self._follow_events, args=(loop, on_gone), daemon=True,
+                                  name="workbench-docker-events")  # fmt: skip
+        thread.start()
+
+    def _follow_events(self, loop: asyncio.AbstractEventLoop, on_gone: GoneCallback) -> None:
+        """Blocking: read the engine's event stream (reconnecting after errors) until ``close``."""
+        filters = {"type": "container", "label": f"{MANAGED_LABEL}=true", "event": ["die", "destroy"]}
+        while not self._closed.is_set():
+            client: docker.DockerClient | None = None
+            try:
+                client = self._new_client()
+                self._event_stream = client.api.events(decode=True, filters=filters)
+                for event in self._event_stream:
+                    actor = event.get("Actor", {})
+                    session_id = actor.get("Attributes", {}).get(SESSION_LABEL)
+                    if session_id:
+                        reason = "removed" if event.get("Action") == "destroy" else "died"
+                        loop.call_soon_threadsafe(on_gone, session_id, actor.get("ID", ""), reason)
+            except Exception:  # engine restarting or unreachable, or the loop closed: retry quietly
+                log.debug("docker event stream interrupted", exc_info=True)
+            finally:
+                if client is not None:
+                    client.close()
+            self._closed.wait(1.0)
 
     # the spec
 

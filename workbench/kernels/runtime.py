@@ -66,6 +66,7 @@ class SessionKernel:
         self._replay: Outbox | None = None
         self.down_reason = "started"
         self._death: str | None = None
+        self._retired: set[str] = set()
         self._queue = asyncio.Lock()
         self._lifecycle = asyncio.Lock()
 
@@ -166,8 +167,7 @@ class SessionKernel:
     async def _replace(self, reason: str) -> None:
         self._announce("restarting", reason)
         await self._disconnect()
-        if self.kernel_id is not None:
-            await self.launcher.remove(self.kernel_id)
+        await self._remove_kernel()
         await self._start(reason)
 
     async def ensure_running(self) -> None:
@@ -175,8 +175,7 @@ class SessionKernel:
         async with self._lifecycle:
             if self._client is None or self.state in ("dead", "stopped"):
                 await self._disconnect()
-                if self.kernel_id is not None:
-                    await self.launcher.remove(self.kernel_id)
+                await self._remove_kernel()
                 self._announce("restarting", self.down_reason)
                 await self._start(self.down_reason)
 
@@ -185,11 +184,20 @@ class SessionKernel:
             self._current.complete("aborted", reason=reason)
         async with self._lifecycle:
             await self._disconnect()
-            if remove and self.kernel_id is not None:
-                await self.launcher.remove(self.kernel_id)
-                self.kernel_id = None
+            if remove:
+                await self._remove_kernel()
             self.down_reason = reason
             self._announce("stopped", reason)
+
+    async def _remove_kernel(self) -> None:
+        if self.kernel_id is not None:
+            self._retired.add(self.kernel_id)
+            await self.launcher.remove(self.kernel_id)
+            self.kernel_id = None
+
+    def owns(self, kernel_id: str) -> bool:
+        """Is ``kernel_id`` this session's current kernel (not one it removed itself)?"""
+        return kernel_id == self.kernel_id and kernel_id not in self._retired
 
     async def detach(self) -> None:
         """Drop the connection but leave the kernel running (server shutdown)."""
@@ -291,8 +299,9 @@ class SessionKernel:
     async def handle_death(self, kernel_id: str, reason: str) -> None:
         """The engine reports ``kernel_id`` gone (while no code ran on it): replace it."""
         async with self._queue:
-            if kernel_id == self.kernel_id and self.state not in ("stopped",):
-                await self._recover(reason)
+            if self.owns(kernel_id) and self.state != "stopped":
+                state = await self.probe() if reason == "died" else None
+                await self._recover(state.death_reason if state is not None else reason)
 
     async def _recover(self, reason: str) -> None:
         """The kernel is gone: tell everyone, and start a fresh kernel (files are kept)."""

@@ -1,0 +1,28 @@
+"""Requests in flight, so a graceful shutdown can let them finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def started(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def finished(self) -> None:
+        self.count = max(0, self.count - 1)
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight (or ``timeout`` passes); ``True`` if drained."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return self._idle.is_set()
