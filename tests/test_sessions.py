@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from typing import Any
 
@@ -10,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, run
+from workbench.testing import short_tmp
 
 pytestmark = pytest.mark.docker
 
@@ -145,8 +148,6 @@ def test_interrupt_stops_a_busy_loop_and_keeps_state(
             base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.token}"}
         ) as runner,
     ):
-        import threading
-
         holder: dict[str, Any] = {}
 
         def busy() -> None:
@@ -223,3 +224,19 @@ def test_concurrent_creates_all_succeed(api: httpx.Client, server: Server) -> No
     finally:
         for sid in ids:
             api.delete(f"/api/v1/sessions/{sid}")
+
+
+def test_a_second_server_on_the_same_engine_leaves_our_kernels_alone(
+    api: httpx.Client, engine: docker.DockerClient, session: dict[str, Any]
+) -> None:
+    run(api, session["id"], "mine = 'still here'")
+    root = short_tmp()
+    other = Server(root / "state")
+    other.start()  # reconciles its own (empty) state with the engine's containers
+    try:
+        with other.client() as client:
+            assert client.get("/api/v1/sessions").json()["sessions"] == []
+        assert run(api, session["id"], "print(mine)")["stdout"] == "still here\n"
+    finally:
+        other.stop()
+        shutil.rmtree(root, ignore_errors=True)

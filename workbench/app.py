@@ -23,6 +23,7 @@ def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any
         manager=manager,
         authenticator=authenticator,
         inflight=InFlight(),
+        log_function=base.log_request,
         default_handler_class=base.NotFoundHandler,
         compress_response=False,
         serve_traceback=False,

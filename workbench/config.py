@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,26 +190,16 @@ class Settings:
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per option; each defaults to ``None`` so unset flags don't override the environment."""
-    for option in OPTIONS:
-        kind = "flag" if option.type is _bool else "value"
-        if kind == "flag":
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                default=None,
-                action=argparse.BooleanOptionalAction,
-                help=f"{option.help} [{option.env}]",
-            )
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """Add one flag per option (or per named option); each defaults to ``None`` so that an unset flag
+    doesn't override the environment."""
+    for option in OPTIONS if names is None else [OPTIONS_BY_NAME[name] for name in names]:
+        help_text = f"{option.help} [{option.env}]"
+        if option.type is _bool:
+            parser.add_argument(option.flag, dest=option.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)  # fmt: skip
         else:
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                default=None,
-                type=option.type,
-                help=f"{option.help} [{option.env}]",
-            )
+            parser.add_argument(option.flag, dest=option.name, default=None, type=option.type, help=help_text)
 
 
 def flags_from(namespace: argparse.Namespace) -> dict[str, Any]:

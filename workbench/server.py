@@ -10,7 +10,7 @@ import sys
 from tornado.httpserver import HTTPServer
 
 from workbench.app import make_app
-from workbench.auth import Authenticator, load_or_create_admin_token
+from workbench.auth import Authenticator, load_or_create_admin_token, load_or_create_instance_id
 from workbench.config import Settings
 from workbench.db.store import Database
 from workbench.image import default_image_name
@@ -37,6 +37,7 @@ async def serve(settings: Settings) -> None:
     database = Database(settings.database_url)
     await asyncio.get_running_loop().run_in_executor(None, database.upgrade)
     launcher = DockerLauncher(
+        instance=load_or_create_instance_id(settings.state_dir),
         image=settings.image or default_image_name(),
         uid=settings.kernel_uid,
         runtime=settings.runtime,
@@ -57,7 +58,7 @@ async def serve(settings: Settings) -> None:
     launcher.watch(manager.on_kernel_gone)
     reaper = Reaper(manager)
     reaper.start()
-    app = make_app(manager, Authenticator(token))
+    app = make_app(manager, Authenticator(token, database))
     server = HTTPServer(
         app,
         max_body_size=settings.max_upload_mb * 1024 * 1024 + 1024 * 1024,

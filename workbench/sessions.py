@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench import metrics
+from workbench.auth import Principal
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
@@ -41,6 +42,7 @@ class SessionManager:
         self.db = db
         self.launcher = launcher
         self.kernels: dict[str, SessionKernel] = {}
+        self._owners: dict[str, str] = {}
         self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
@@ -102,9 +104,19 @@ class SessionManager:
     async def get_row(self, session_id: str) -> SessionRow:
         row = await self.db.get_session(session_id) if _plausible_id(session_id) else None
         if row is None or row.status == "deleted":
-            msg = f"no session {session_id!r}"
-            raise NotFound(msg, code="session-not-found")
+            raise _unknown(session_id)
         return row
+
+    async def check_access(self, session_id: str, principal: Principal) -> None:
+        """A tenant may touch only its own sessions; any other id is as unknown as a made-up one."""
+        if principal.admin:
+            return
+        owner = self._owners.get(session_id)
+        if owner is None:
+            row = await self.db.get_session(session_id) if _plausible_id(session_id) else None
+            owner = row.tenant if row is not None else None
+        if owner != principal.name:
+            raise _unknown(session_id)
 
     async def get_live_row(self, session_id: str) -> SessionRow:
         row = await self.get_row(session_id)
@@ -125,8 +137,8 @@ class SessionManager:
         """Record activity on a session (file operations, connections)."""
         await self.db.touch(session_id, kind, detail)
 
-    async def list(self) -> list[SessionRow]:
-        return await self.db.list_sessions()
+    async def list(self, principal: Principal) -> list[SessionRow]:
+        return await self.db.list_sessions(tenant=None if principal.admin else principal.name)
 
     # create
 
@@ -153,12 +165,11 @@ class SessionManager:
             metadata,
         )
 
-    async def create(self, body: Mapping[str, Any]) -> SessionRow:
+    async def create(self, body: Mapping[str, Any], principal: Principal) -> SessionRow:
         memory_mb, cpus, idle_timeout, metadata = self._limits(body)
-        live = await self.db.list_sessions(("starting", "ready"))
-        if len(live) >= self.settings.max_sessions:
-            msg = f"this server runs at most {self.settings.max_sessions} live sessions"
-            raise LimitReached(msg, headers={"Retry-After": "30"})
+        if principal.max_memory_mb is not None:
+            memory_mb = min(memory_mb, principal.max_memory_mb)
+        await self._check_capacity(principal)
         now = utcnow()
         row = await self.db.add_session(
             SessionRow(
@@ -166,6 +177,7 @@ class SessionManager:
                 status="starting",
                 created_at=now,
                 last_activity_at=now,
+                tenant=principal.name,
                 memory_mb=memory_mb,
                 cpus=cpus,
                 idle_timeout=idle_timeout,
@@ -185,6 +197,16 @@ class SessionManager:
             msg = "could not start the kernel"
             raise KernelFailed(msg) from exc
         return await self._mark_ready(row.id, kernel)
+
+    async def _check_capacity(self, principal: Principal) -> None:
+        live = await self.db.list_sessions(("starting", "ready"))
+        if len(live) >= self.settings.max_sessions:
+            msg = f"this server runs at most {self.settings.max_sessions} live sessions"
+            raise LimitReached(msg, headers={"Retry-After": "30"})
+        mine = [row for row in live if row.tenant == principal.name]
+        if principal.max_sessions is not None and len(mine) >= principal.max_sessions:
+            msg = f"tenant {principal.name!r} may run at most {principal.max_sessions} live sessions"
+            raise LimitReached(msg, code="tenant-limit-reached", headers={"Retry-After": "30"})
 
     async def _mark_ready(self, session_id: str, kernel: SessionKernel) -> SessionRow:
         row = await self.db.update_session(
@@ -226,6 +248,7 @@ class SessionManager:
                 kernel.down_reason = row.status_reason or "stopped"
             kernel.subscribe(self._kernel_news(row.id))
             self.kernels[row.id] = kernel
+            self._owners[row.id] = row.tenant
         return kernel
 
     def _kernel_news(self, session_id: str) -> Listener:
@@ -443,6 +466,10 @@ class SessionManager:
                     await kernel.detach()
             except Exception:
                 log.exception("session %s: error while shutting down", session_id)
+
+
+def _unknown(session_id: str) -> NotFound:
+    return NotFound(f"no session {session_id[:64]!r}", code="session-not-found")
 
 
 def _plausible_id(session_id: str) -> bool:

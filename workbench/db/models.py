@@ -40,6 +40,7 @@ class SessionRow(Base):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True, default="admin")
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -80,3 +81,17 @@ class ExecutionRow(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     error_name: Mapped[str | None] = mapped_column(String(200))
     error_value: Mapped[str | None] = mapped_column(Text)
+
+
+class TokenRow(Base):
+    """A tenant's API token; only its SHA-256 is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    max_sessions: Mapped[int | None] = mapped_column(Integer)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer)

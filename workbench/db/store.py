@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -51,6 +52,10 @@ class Database:
         """Create or upgrade the schema (blocking; called once at start-up)."""
         return migrate.upgrade(self.engine)
 
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        """A blocking transaction, for command-line tools (the server uses ``run``)."""
+        return self._sessions.begin()
+
     async def run(self, work: Callable[[Session], T]) -> T:
         def in_transaction() -> T:
             with self._sessions.begin() as session:
@@ -83,8 +88,11 @@ class Database:
     async def get_session(self, session_id: str) -> SessionRow | None:
         return await self.run(lambda s: s.get(SessionRow, session_id))
 
-    async def list_sessions(self, statuses: Sequence[str] = LIVE_STATUSES) -> list[SessionRow]:
+    async def list_sessions(self, statuses: Sequence[str] = LIVE_STATUSES, *,
+                            tenant: str | None = None) -> list[SessionRow]:  # fmt: skip
         query = select(SessionRow).where(SessionRow.status.in_(statuses)).order_by(SessionRow.created_at)
+        if tenant is not None:
+            query = query.where(SessionRow.tenant == tenant)
         return await self.run(lambda s: list(s.scalars(query)))
 
     async def update_session(self, session_id: str, **values: Any) -> SessionRow | None:

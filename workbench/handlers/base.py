@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
-from tornado import web
+from tornado import httputil, web
+from tornado.log import access_log
 
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import BadRequest, NotFound, Unauthorized, WorkbenchError
@@ -19,7 +21,29 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
 }
+
+
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*")
+
+
+def redact(uri: str) -> str:
+    """The URI with any ``token=`` query value hidden, for logs."""
+    return TOKEN_IN_QUERY.sub(r"\1[redacted]", uri)
+
+
+def request_summary(request: httputil.HTTPServerRequest) -> str:
+    return f"{request.method} {redact(request.uri or '')} ({request.remote_ip})"
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Tornado's access log, with tokens redacted from URIs."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %.1fms", status, request_summary(handler.request),
+                   1000 * handler.request.request_time())  # fmt: skip
 
 
 class APIHandler(web.RequestHandler):
@@ -45,16 +69,22 @@ class APIHandler(web.RequestHandler):
     def request_token(self) -> str | None:
         return token_from_header(self.request.headers.get("Authorization"))
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._counted = True
         self.settings["inflight"].started()
         if self.public:
             return
-        principal = self.authenticator.authenticate(self.request_token())
+        self.principal = await self.authenticate()
+        session_id = self.path_kwargs.get("session_id")
+        if session_id is not None:  # another tenant's session answers exactly as an unknown one
+            await self.manager.check_access(session_id, self.principal)
+
+    async def authenticate(self) -> Principal:
+        principal = await self.authenticator.authenticate(self.request_token())
         if principal is None:
             msg = "a valid token is required (Authorization: Bearer <token>)"
             raise Unauthorized(msg, headers={"WWW-Authenticate": 'Bearer realm="workbench"'})
-        self.principal = principal
+        return principal
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):
@@ -86,6 +116,9 @@ class APIHandler(web.RequestHandler):
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(error.to_json(), ensure_ascii=False))
+
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, WorkbenchError | web.HTTPError):
@@ -138,6 +171,6 @@ class NotFoundHandler(APIHandler):
 
     public = True
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         msg = f"no route for {self.request.path}"
         raise NotFound(msg, code="no-route")

@@ -21,12 +21,12 @@ SESSION_ID = r"(?P<session_id>[^/]+)"
 
 class SessionsHandler(APIHandler):
     async def get(self) -> None:
-        rows = await self.manager.list()
+        rows = await self.manager.list(self.principal)
         self.write_json({"sessions": [self.manager.to_json(row) for row in rows]})
 
     async def post(self) -> None:
         body = self.json_body()
-        row = await self.manager.create(body)
+        row = await self.manager.create(body, self.principal)
         self.set_header("Location", f"/api/v1/sessions/{row.id}")
         self.write_json(self.manager.to_json(row), status=201)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 from tornado import websocket
@@ -12,6 +13,7 @@ from tornado import websocket
 from workbench import metrics
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import WorkbenchError
+from workbench.handlers.base import request_summary
 from workbench.kernels.execution import failed_done_event
 from workbench.kernels.runtime import SessionKernel
 from workbench.outbox import Event, Outbox
@@ -37,17 +39,21 @@ class SessionSocket(websocket.WebSocketHandler):
         token = token_from_header(self.request.headers.get("Authorization")) or self.get_query_argument(
             "token", None
         )
-        principal = authenticator.authenticate(token)
+        principal = await authenticator.authenticate(token)
         if principal is None:
             self._refuse(401, "unauthorized", "a valid token is required")
             return
         self.principal = principal
         try:
+            await self.manager.check_access(kwargs["session_id"], principal)
             await self.manager.get_live_row(kwargs["session_id"])
         except WorkbenchError as error:
             self._refuse(error.status, error.code, error.message)
             return
         await super().get(*args, **kwargs)
+
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self.set_status(status)
@@ -136,10 +142,24 @@ class SessionSocket(websocket.WebSocketHandler):
             self.executions.put_nowait(None)
 
     def check_origin(self, origin: str) -> bool:
+        """Browsers send ``Origin``: allow the server's own host, or the configured allow-list."""
         allowed = self.manager.settings.allowed_origins
         if allowed:
-            return origin in allowed
+            return origin_allowed(origin, allowed)
         return super().check_origin(origin)
+
+
+def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
+    """Exact origins, or ``scheme://*.domain`` patterns matched as a whole (anchored, never a prefix)."""
+    for pattern in patterns:
+        if "*" not in pattern:
+            if origin == pattern:
+                return True
+            continue
+        regex = re.escape(pattern).replace(r"\*", r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+        if re.fullmatch(regex, origin):
+            return True
+    return False
 
 
 def _parse_frame(message: str | bytes) -> dict[str, Any] | str:

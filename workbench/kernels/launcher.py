@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 SESSION_LABEL = "org.workbench.session"
 MANAGED_LABEL = "org.workbench.managed"
+# Several servers (state directories) may share one engine: each manages only its own kernels.
+INSTANCE_LABEL = "org.workbench.instance"
 GoneCallback = Callable[[str, str, str], None]
 KERNEL_COMMAND = [
     "python",
@@ -118,12 +120,14 @@ class DockerLauncher(KernelLauncher):
         *,
         image: str,
         uid: int,
+        instance: str,
         runtime: str | None = None,
         docker_host: str | None = None,
         max_workers: int = 8,
     ) -> None:
         self.image = image
         self.uid = uid
+        self.instance = instance
         self.runtime = runtime
         self.docker_host = docker_host
         self._client: docker.DockerClient | None = None
@@ -183,7 +187,11 @@ class DockerLauncher(KernelLauncher):
 
     def _follow_events(self, loop: asyncio.AbstractEventLoop, on_gone: GoneCallback) -> None:
         """Blocking: read the engine's event stream (reconnecting after errors) until ``close``."""
-        filters = {"type": "container", "label": f"{MANAGED_LABEL}=true", "event": ["die", "destroy"]}
+        filters = {
+            "type": "container",
+            "label": f"{INSTANCE_LABEL}={self.instance}",
+            "event": ["die", "destroy"],
+        }
         while not self._closed.is_set():
             client: docker.DockerClient | None = None
             try:
@@ -231,7 +239,11 @@ class DockerLauncher(KernelLauncher):
                 Mount("/data", str(request.workspace), type="bind", read_only=False),
                 Mount(CONTAINER_RUNTIME_DIR, str(request.runtime_dir), type="bind", read_only=False),
             ],
-            "labels": {SESSION_LABEL: request.session_id, MANAGED_LABEL: "true"},
+            "labels": {
+                SESSION_LABEL: request.session_id,
+                MANAGED_LABEL: "true",
+                INSTANCE_LABEL: self.instance,
+            },
             "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         }
         if self.runtime:
@@ -251,7 +263,8 @@ class DockerLauncher(KernelLauncher):
                 msg = f"kernel image {self.image!r} not found: run `workbench image build`"
                 raise KernelFailed(msg) from exc
             except docker.errors.APIError as exc:
-                msg = f"could not start the kernel container: {exc.explanation or exc}"
+                log.error("session %s: the engine refused the container: %s", request.session_id, exc)
+                msg = "could not start the kernel container (the server log has the engine's answer)"
                 raise KernelFailed(msg) from exc
             return str(container.id)
 
@@ -290,7 +303,7 @@ class DockerLauncher(KernelLauncher):
 
     async def kernels(self) -> dict[str, str]:
         def listing(client: docker.DockerClient) -> dict[str, str]:
-            found = client.api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+            found = client.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
             return {
                 item["Labels"][SESSION_LABEL]: item["Id"] for item in found if SESSION_LABEL in item["Labels"]
             }
