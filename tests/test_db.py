@@ -79,13 +79,17 @@ async def test_sessions_executions_and_activity_round_trip(database: Database) -
             session_id="session-a",
             source="rest",
             code="print(1)",
-            status="running",
+            status="ok",
             started_at=now,
-            output_bytes=0,
+            finished_at=now + dt.timedelta(milliseconds=5),
+            duration_ms=5,
+            output_bytes=2,
             truncated=False,
         )
     )
-    await database.finish_execution("e1", status="ok", duration_ms=5, output_bytes=2)
+    executed = await database.get_session("session-a")
+    assert executed is not None
+    assert executed.last_activity_at == now + dt.timedelta(milliseconds=5)
     later = await database.touch("session-a", "upload", "data.csv")
     stored = await database.get_session("session-a")
     assert stored is not None

@@ -34,6 +34,8 @@ class Outbox:
         self._items: collections.deque[Event] = collections.deque()
         self._bytes = 0
         self._skipped: dict[Any, int] = {}
+        self._head_offset = 0
+        self._essential_bytes = 0
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -47,7 +49,7 @@ class Outbox:
         size = event_size(event)
         if event.get("type") in SKIPPABLE:
             key = event.get("id")
-            if self._bytes + size > self.max_bytes:
+            if self._items and self._bytes + size > self.max_bytes:  # one big message alone always fits
                 self._skipped[key] = self._skipped.get(key, 0) + size
                 return
             self._flush_notice(key)
@@ -55,7 +57,8 @@ class Outbox:
                 return
         else:
             self._flush_notice(event.get("id"))
-            if self._bytes + size > 4 * self.max_bytes:
+            self._essential_bytes += size
+            if self._essential_bytes > 4 * self.max_bytes:
                 self.overflowed = True
         self._append(event, size)
 
@@ -92,14 +95,40 @@ class Outbox:
 
     def snapshot(self) -> list[Event]:
         """What is queued (for replay), without taking it out."""
-        return list(self._items)
+        if not self._head_offset:
+            return list(self._items)
+        head = self._items[0]
+        return [{**head, "text": head["text"][self._head_offset :]}, *list(self._items)[1:]]
+
+    def _pop(self) -> Event:
+        """The next event; a huge stream message comes out in pieces of ``max_chunk`` characters, sliced
+        as they are sent, so it is held once (shared by every client) and never copied whole."""
+        head = self._items[0]
+        if head.get("type") == "stream" and len(head["text"]) - self._head_offset > self.max_chunk:
+            piece = head["text"][self._head_offset : self._head_offset + self.max_chunk]
+            self._head_offset += len(piece)
+            self._bytes -= len(piece)
+            return {**head, "text": piece}
+        event = self._items.popleft()
+        if self._head_offset:
+            event = {**event, "text": event["text"][self._head_offset :]}
+            self._head_offset = 0
+        self._bytes = self._bytes - event_size(event) if self._items else 0
+        if event.get("type") not in SKIPPABLE:
+            self._essential_bytes -= event_size(event)
+        return event
 
     async def get(self) -> Event:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
-        event = self._items.popleft()
-        self._bytes -= event_size(event)
-        if not self._items:
-            self._bytes = 0
-        return event
+        return self._pop()
+
+    async def get_batch(self, max_bytes: int = 1024 * 1024) -> list[Event]:
+        """At least one event, and whatever else is queued, up to about ``max_bytes``."""
+        batch = [await self.get()]
+        taken = event_size(batch[0])
+        while self._items and taken < max_bytes:
+            batch.append(self._pop())
+            taken += event_size(batch[-1])
+        return batch

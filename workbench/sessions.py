@@ -19,7 +19,7 @@ from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
 from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
 from workbench.kernels.connection import runtime_dir_for
-from workbench.kernels.execution import Event, Execution, ExecutionResult
+from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
 from workbench.workspace import Workspace, wipe
@@ -302,41 +302,20 @@ class SessionManager:
         kernel = await self.kernel(session_id)
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-
-        def record_start(execution: Execution) -> None:
-            self._spawn(
-                self.db.add_execution(
-                    ExecutionRow(
-                        id=execution_id,
-                        session_id=session_id,
-                        request_id=request_id,
-                        source=source,
-                        code=code,
-                        status="running",
-                        started_at=utcnow(),
-                        output_bytes=0,
-                        truncated=False,
-                    )
-                )
-            )
-
-        execution = await kernel.execute(
-            request_id, code, timeout=timeout, allow_stdin=allow_stdin, on_start=record_start
-        )
+        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
-        await self.db.finish_execution(
-            execution_id,
-            status=result.status,
-            execution_count=result.execution_count,
-            finished_at=utcnow(),
-            duration_ms=result.duration_ms,
-            output_bytes=execution.output_bytes,
-            truncated=result.truncated,
-            error_name=(result.error or {}).get("ename"),
-            error_value=(result.error or {}).get("evalue"),
-        )
+        finished = utcnow()
+        error = result.error or {}
+        # One write per execution, off the hot path (the database worker keeps them in order).
+        self._spawn(self.db.add_execution(ExecutionRow(
+            id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
+            status=result.status, execution_count=result.execution_count,
+            started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
+            duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,
+            error_name=error.get("ename"), error_value=error.get("evalue"),
+        )))  # fmt: skip
         return result
 
     def execute_timeout(self, requested: float | None) -> float:

@@ -129,26 +129,15 @@ class Database:
     # executions
 
     async def add_execution(self, row: ExecutionRow) -> None:
+        """Record a finished execution; its end is also the session's latest activity."""
+
         def work(session: Session) -> None:
             session.add(row)
             session.flush()
             session.execute(
                 update(SessionRow)
                 .where(SessionRow.id == row.session_id)
-                .values(last_activity_at=row.started_at)
-            )
-
-        await self.run(work)
-
-    async def finish_execution(self, execution_id: str, **values: Any) -> None:
-        def work(session: Session) -> None:
-            row = session.get(ExecutionRow, execution_id)
-            if row is None:
-                return
-            for name, value in values.items():
-                setattr(row, name, value)
-            session.execute(
-                update(SessionRow).where(SessionRow.id == row.session_id).values(last_activity_at=utcnow())
+                .values(last_activity_at=row.finished_at)
             )
 
         await self.run(work)

@@ -83,10 +83,13 @@ class SessionSocket(websocket.WebSocketHandler):
             self.close(1008, "client too slow")
 
     async def _send_loop(self) -> None:
+        """Write what is queued, a batch at a time; waiting for each flush gives backpressure."""
         while True:
-            event = await self.outbox.get()
+            batch = await self.outbox.get_batch()
             try:
-                await self.write_message(json.dumps(event, ensure_ascii=False))
+                for event in batch[:-1]:
+                    self.write_message(json.dumps(event, ensure_ascii=False))
+                await self.write_message(json.dumps(batch[-1], ensure_ascii=False))
             except websocket.WebSocketClosedError:
                 return
 

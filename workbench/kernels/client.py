@@ -83,6 +83,7 @@ class KernelClient:
                 handler(message)
             except Exception:
                 log.exception("error handling a kernel message")
+            await asyncio.sleep(0)  # a flooding kernel must not starve the clients' senders
 
     def _handle_iopub(self, message: Message) -> None:
         self._iopub_seen.set()

@@ -217,21 +217,11 @@ class SessionKernel:
 
     # execution
 
-    async def execute(
-        self,
-        request_id: str,
-        code: str,
-        *,
-        timeout: float,
-        allow_stdin: bool,
-        on_start: Callable[[Execution], None] | None = None,
-    ) -> Execution:
+    async def execute(self, request_id: str, code: str, *, timeout: float, allow_stdin: bool) -> Execution:
         """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
             await self.ensure_running()
-            if on_start is not None:
-                on_start(execution)
             await self._run(execution, timeout, allow_stdin)
             self.publish(execution.done_event())
             if self._death is not None:
