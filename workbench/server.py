@@ -32,6 +32,12 @@ def configure_logging(level: str) -> None:
     )
 
 
+def json_body_limit(settings: Settings) -> int:
+    """Bodies Tornado buffers for the JSON routes: enough to answer an oversized execute with a JSON 413
+    (the upload routes stream their bodies and set their own limits); past it, the connection is closed."""
+    return 4 * settings.max_code_kb * 1024 + 1024 * 1024
+
+
 async def serve(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
@@ -61,7 +67,7 @@ async def serve(settings: Settings) -> None:
     app = make_app(manager, Authenticator(token, database))
     server = HTTPServer(
         app,
-        max_body_size=settings.max_upload_mb * 1024 * 1024 + 1024 * 1024,
+        max_body_size=json_body_limit(settings),
         idle_connection_timeout=300,
         body_timeout=3600,
         xheaders=False,

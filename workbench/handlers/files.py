@@ -1,0 +1,409 @@
+"""Files of a session's workspace: list, upload (raw or multipart, streamed), download, rename, delete.
+
+The handlers are thin: paths are checked and resolved by :mod:`workbench.workspace` (symlink-safe, on a
+thread pool), request bodies are consumed as they arrive by :mod:`workbench.uploads`, and every operation
+records activity on the session.  See ``docs/files.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from tornado import web
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
+
+from workbench.errors import BadRequest, Invalid, TooLarge, WorkbenchError
+from workbench.handlers.base import APIHandler
+from workbench.handlers.sessions import SESSION_ID
+from workbench.metrics import BYTES_DOWNLOADED
+from workbench.uploads import (
+    MULTIPART_OVERHEAD,
+    BodyConsumer,
+    Discard,
+    FileSink,
+    MultipartUpload,
+    SmallBody,
+    blocking,
+)
+from workbench.workspace import MAX_LIST_LIMIT, FileEntry, Workspace
+
+log = logging.getLogger(__name__)
+
+FILE_PATH = r"(?P<path>.+)"
+READ_SIZE = 1024 * 1024
+"""Bytes of a download read from disk and sent at a time."""
+MAX_JSON_BYTES = 64 * 1024
+"""Largest body of the requests that take JSON (or nothing)."""
+MAX_FILES_PER_REQUEST = 32
+LINGER_BYTES = 8 * 1024 * 1024
+"""Most bytes of a refused body read and dropped so that the client gets the answer (see ``refuse``)."""
+SANDBOX = "sandbox; default-src 'none'; frame-ancestors 'none'"
+INERT_TYPES = frozenset(
+    {
+        "text/csv",
+        "text/plain",
+        "text/tab-separated-values",
+        "text/markdown",
+        "application/json",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.ms-excel",
+        "application/vnd.apache.parquet",
+        "application/zip",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+    }
+)
+"""Types served as what they are; anything else (HTML, SVG, XML, scripts...) goes out as octet-stream."""
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class RangeNotSatisfiable(WorkbenchError):
+    status = 416
+    code = "range-not-satisfiable"
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+@web.stream_request_body
+class FilesAPIHandler(APIHandler):
+    """The base of the file routes: bodies are streamed to ``self.consumer`` (small JSON unless a subclass
+    sets up an upload in :meth:`prepare_body`), and files are sent in chunks.
+
+    A request refused before its body is complete (in ``prepare``, or as the body arrives) is answered
+    once the rest of the body, if short, has been read and dropped (by :class:`Discard`; the method then
+    calls :meth:`check_refusal`).  Answering earlier makes Tornado close the connection: a client still
+    sending may see a reset instead of the answer, and one reusing the connection a failed request.
+    """
+
+    consumer: BodyConsumer
+    small_body: SmallBody
+    refusal: WorkbenchError | None = None
+    received = 0
+
+    async def prepare(self) -> None:
+        self.small_body = self.consumer = SmallBody(MAX_JSON_BYTES)
+        try:
+            await super().prepare()
+            if "%2f" in self.request.path.lower():
+                msg = "an encoded '/' (%2F) is not allowed in a file name"
+                raise BadRequest(msg)
+            await self.prepare_body()
+        except WorkbenchError as error:
+            self.refuse(error)
+
+    async def prepare_body(self) -> None:
+        """Replace ``self.consumer`` for a request whose body is a file (the session is checked first)."""
+
+    async def data_received(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        try:
+            await self.consumer.feed(chunk)
+        except Exception as error:
+            await self.consumer.abort()
+            try:
+                self.refuse(error)
+            except Exception as final:
+                self._handle_request_exception(final)
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Undecodable bytes in the URL are kept (as surrogates) for the path checks to refuse with 400."""
+        return value.decode("utf-8", "surrogateescape")
+
+    def refuse(self, error: Exception) -> None:
+        """Raise ``error`` now, or keep it for :meth:`check_refusal` while a short rest of the body is
+        dropped."""
+        pending = self.pending_body()
+        if self.refusal is not None or not isinstance(error, WorkbenchError) or pending > LINGER_BYTES:
+            raise error
+        self.refusal = error
+        self.consumer = Discard(error, pending)
+
+    def check_refusal(self) -> None:
+        """First step of every method: answer a refusal kept while the body was dropped."""
+        if self.refusal is not None:
+            raise self.refusal
+
+    def pending_body(self) -> int:
+        """Bytes of the body still to come (for a chunked body, as many as we are willing to drop)."""
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            return int(declared) - self.received
+        return LINGER_BYTES if "Transfer-Encoding" in self.request.headers else 0
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        _spawn(self.consumer.abort())
+
+    def json_body(self) -> dict[str, Any]:
+        self.request.body = bytes(self.small_body.data)
+        return super().json_body()
+
+    # -- shared steps
+
+    async def open_workspace(self, session_id: str, kind: str, detail: str | None) -> Workspace:
+        """The session's workspace (404 for an unknown session), with the operation recorded as activity."""
+        workspace = await self.manager.workspace(session_id)
+        shown = None if detail is None else detail.encode("utf-8", "backslashreplace").decode("utf-8")
+        await self.manager.touch(session_id, kind, shown)
+        return workspace
+
+    async def start_put(self, session_id: str, path: str) -> FileSink:
+        workspace = await self.open_workspace(session_id, "file-upload", path)
+        self.allow_body(workspace.max_upload_bytes)
+        return FileSink(await blocking(workspace.begin_upload, path))
+
+    async def start_multipart(self, session_id: str, *, max_files: int) -> MultipartUpload:
+        workspace = await self.open_workspace(session_id, "file-upload", None)
+        upload = MultipartUpload(workspace, self.request.headers, max_files=max_files)
+        self.allow_body(upload.max_bytes)
+        return upload
+
+    def allow_body(self, limit: int) -> None:
+        """Take a body of up to ``limit`` bytes, whatever the server's default: 413 at once for a longer
+        declared length; past the limit, the consumer refuses the body as it arrives (with some slack
+        left to it here, so that the answer is JSON and not Tornado's own)."""
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            msg = f"the body is larger than the limit ({limit} bytes)"
+            raise TooLarge(msg)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(limit + LINGER_BYTES + MULTIPART_OVERHEAD)
+
+    async def send_file(self, workspace: Workspace, path: str) -> None:
+        """The file at ``path``: whole, one byte range (206), or 304 for a matching ``If-None-Match``."""
+        fd, entry, st = await blocking(_open_file, workspace, path)
+        try:
+            tag = etag(st)
+            self.set_file_headers(entry, st, tag)
+            if self.check_etag_header():
+                self.set_status(304)
+                return
+            start, end = self.requested_range(st.st_size, tag)
+            self.set_header("Content-Length", str(end - start))
+            if self.request.method != "HEAD":
+                await self.stream_file(fd, start, end)
+        finally:
+            os.close(fd)
+
+    def set_file_headers(self, entry: FileEntry, st: os.stat_result, tag: str) -> None:
+        mime = entry.mime if entry.mime in INERT_TYPES else "application/octet-stream"
+        self.set_header("Content-Type", mime)
+        self.set_header("Content-Disposition", content_disposition(entry.name))
+        self.set_header("Content-Security-Policy", SANDBOX)
+        self.set_header("ETag", tag)
+        self.set_header("Last-Modified", datetime.fromtimestamp(st.st_mtime, UTC))
+        self.set_header("Accept-Ranges", "bytes")
+
+    def requested_range(self, size: int, tag: str) -> tuple[int, int]:
+        """The ``(start, end)`` bytes to send, from ``Range`` (ignored when ``If-Range`` names another
+        version)."""
+        if_range = self.request.headers.get("If-Range")
+        header = self.request.headers.get("Range")
+        byte_range = None if if_range not in (None, tag) else parse_range(header, size)
+        if byte_range is None:
+            return 0, size
+        start, end = byte_range
+        self.set_status(206)
+        self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        return start, end
+
+    async def stream_file(self, fd: int, start: int, end: int) -> None:
+        offset = start
+        while offset < end:
+            chunk = await blocking(os.pread, fd, min(READ_SIZE, end - offset), offset)
+            if not chunk:
+                self.cut_connection("the file shrank while it was being sent")
+                return
+            self.write(chunk)
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return  # the client went away
+            BYTES_DOWNLOADED.inc(len(chunk))
+            offset += len(chunk)
+
+    def cut_connection(self, reason: str) -> None:
+        """End a response whose length was promised but can't be kept: the client sees a cut transfer."""
+        log.warning("%s %s: %s; closing the connection", self.request.method, self.request.path, reason)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.close()
+
+    def query_path(self) -> str:
+        """The ``path`` query argument as sent (Tornado's own accessors blank out control characters)."""
+        values = self.request.query_arguments.get("path")
+        if not values:
+            return ""
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            msg = "the path is not valid UTF-8"
+            raise BadRequest(msg) from None
+
+    def flag(self, name: str) -> bool:
+        value = self.get_query_argument(name, "false").strip().lower()
+        if value in {"1", "true", "yes"}:
+            return True
+        if value in {"0", "false", "no", ""}:
+            return False
+        msg = f"{name} must be true or false"
+        raise BadRequest(msg)
+
+    def count(self, name: str, default: int) -> int:
+        value = self.get_query_argument(name, None)
+        if value is None:
+            return default
+        if not re.fullmatch(r"[0-9]{1,9}", value):
+            msg = f"{name} must be a whole number"
+            raise BadRequest(msg)
+        return int(value)
+
+
+class MultipartHandler(FilesAPIHandler):
+    """A route whose ``POST`` uploads files as a streamed ``multipart/form-data`` body."""
+
+    max_files = MAX_FILES_PER_REQUEST
+    upload: MultipartUpload
+
+    async def prepare_body(self) -> None:
+        if self.request.method == "POST":
+            self.upload = await self.start_multipart(self.path_kwargs["session_id"], max_files=self.max_files)
+            self.consumer = self.upload
+
+
+class FilesHandler(MultipartHandler):
+    """``/files``: list a folder; upload files as ``multipart/form-data``."""
+
+    async def get(self, session_id: str) -> None:
+        self.check_refusal()
+        path = self.query_path()
+        recursive = self.flag("recursive")
+        limit, offset = self.count("limit", MAX_LIST_LIMIT), self.count("offset", 0)
+        workspace = await self.open_workspace(session_id, "file-list", path)
+        list_page = functools.partial(workspace.list, path, recursive=recursive, limit=limit, offset=offset)
+        entries, total = await blocking(list_page)
+        files = [entry.to_json() for entry in entries]
+        self.write_json({"files": files, "total": total, "offset": offset, "limit": limit})
+
+    async def post(self, session_id: str) -> None:
+        self.check_refusal()
+        entries = await self.upload.finish()
+        self.write_json({"files": [entry.to_json() for entry in entries]}, status=201)
+
+
+class FileHandler(FilesAPIHandler):
+    """``/files/{path}``: download, upload the raw body, rename or move, delete."""
+
+    sink: FileSink
+
+    async def prepare_body(self) -> None:
+        if self.request.method == "PUT":
+            self.sink = await self.start_put(self.path_kwargs["session_id"], self.path_kwargs["path"])
+            self.consumer = self.sink
+
+    async def get(self, session_id: str, path: str) -> None:
+        self.check_refusal()
+        workspace = await self.open_workspace(session_id, "file-download", path)
+        await self.send_file(workspace, path)
+
+    head = get
+
+    async def put(self, session_id: str, path: str) -> None:
+        self.check_refusal()
+        entry = await self.sink.commit()
+        self.set_header("Location", f"/api/v1/sessions/{session_id}/files/{quote(entry.path)}")
+        self.write_json(entry.to_json(), status=201)
+
+    async def patch(self, session_id: str, path: str) -> None:
+        self.check_refusal()
+        new_path = self.json_body().get("new_path")
+        if not isinstance(new_path, str):
+            msg = "`new_path` (a string) is required"
+            raise Invalid(msg, code="missing-new-path")
+        workspace = await self.open_workspace(session_id, "file-rename", f"{path} -> {new_path}")
+        entry = await blocking(workspace.rename, path, new_path)
+        self.write_json(entry.to_json())
+
+    async def delete(self, session_id: str, path: str) -> None:
+        self.check_refusal()
+        recursive = self.flag("recursive")
+        workspace = await self.open_workspace(session_id, "file-delete", path)
+        await blocking(functools.partial(workspace.delete, path, recursive=recursive))
+        self.set_status(204)
+        self.finish()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _open_file(workspace: Workspace, path: str) -> tuple[int, FileEntry, os.stat_result]:
+    fd, entry = workspace.open_for_download(path)
+    return fd, entry, os.fstat(fd)
+
+
+def etag(st: os.stat_result) -> str:
+    """A strong validator: any change of the file (or a new file under the name) changes it."""
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII ``filename`` for old clients and the exact name in ``filename*``."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    fallback = "".join(ch if ch.isprintable() and ch not in '"\\%;' else "_" for ch in ascii_name).strip()
+    if not fallback or fallback.startswith("."):
+        fallback = "download" + fallback
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The ``(start, end)`` of a single ``bytes`` range, ``None`` to send everything.
+
+    Headers that are malformed, of another unit or ask for several ranges are ignored (the whole file is
+    sent, as RFC 9110 allows); a range that starts past the end gets 416.
+    """
+    match = _RANGE.fullmatch((header or "").replace(" ", ""))
+    if match is None or match.group(1) + match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        start, end = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        end = size if last == "" else min(size, int(last) + 1)
+        if last != "" and int(last) < start:
+            return None
+    if start >= end:
+        raise RangeNotSatisfiable(
+            f"the range is outside the file ({size} bytes)", headers={"Content-Range": f"bytes */{size}"}
+        )
+    return start, end
+
+
+default_handlers = [
+    (rf"/api/v1/sessions/{SESSION_ID}/files", FilesHandler),
+    (rf"/api/v1/sessions/{SESSION_ID}/files/{FILE_PATH}", FileHandler),
+]
