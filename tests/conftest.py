@@ -62,15 +62,34 @@ def remove_session_containers(engine: docker.DockerClient, state_dir: Path) -> N
             engine.api.remove_container(f"workbench-{path.name}", force=True)
 
 
+@contextlib.contextmanager
+def running_server(
+    *extra: str, engine: docker.DockerClient | None = None, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A server of its own (fresh state directory); afterwards its kernels and files are removed."""
+    root = short_tmp()
+    instance = Server(root / "state", *extra, env=env)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+        if engine is not None:
+            remove_session_containers(engine, instance.state_dir)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server(engine: docker.DockerClient) -> Iterator[Server]:
-    root = short_tmp()
-    instance = Server(root / "state")
-    instance.start()
-    yield instance
-    instance.stop()
-    remove_session_containers(engine, instance.state_dir)
-    shutil.rmtree(root, ignore_errors=True)
+    with running_server(engine=engine) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def engineless() -> Iterator[Server]:
+    """A server whose Docker engine is unreachable."""
+    with running_server("--docker-host", "unix:///nonexistent/docker.sock") as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.conftest import Server
-from workbench.testing import short_tmp
 
 
 def assert_error(answer: httpx.Response, status: int) -> None:
@@ -21,17 +19,6 @@ def assert_error(answer: httpx.Response, status: int) -> None:
     assert body["error"]["code"]
     assert isinstance(body["error"]["message"], str)
     assert "Traceback" not in answer.text
-
-
-@pytest.fixture(scope="module")
-def engineless() -> Iterator[Server]:
-    """A server whose Docker engine is unreachable."""
-    root = short_tmp()
-    instance = Server(root / "state", "--docker-host", f"unix://{root}/no-engine.sock")
-    instance.start()
-    yield instance
-    instance.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -114,3 +101,10 @@ def test_oversized_code_is_413_and_huge_bodies_are_contained(
         except httpx.TransportError:
             pass  # the server may close the connection on a body past its limit: also contained
     assert client.get("/api/v1/health").json()["database"] is True
+
+
+def test_405_lists_the_allowed_methods(client: httpx.Client) -> None:
+    answer = client.request("TRACE", "/api/v1/health")
+    assert_error(answer, 405)
+    assert answer.headers["Allow"] == "GET"
+    assert set(client.put("/api/v1/sessions").headers["Allow"].split(", ")) == {"GET", "POST"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import time
 import zipfile
@@ -23,8 +22,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import Server, remove_session_containers, run
-from workbench.testing import short_tmp
+from tests.conftest import Server, run, running_server
 
 pytestmark = pytest.mark.docker
 
@@ -272,15 +270,9 @@ def test_multipart_commits_in_order_and_keeps_the_files_before_a_refused_one(
 @pytest.fixture(scope="module")
 def small(engine: docker.DockerClient) -> Iterator[Server]:
     """A server with a 1 MiB upload limit and a 3 MiB workspace quota."""
-    root = short_tmp()
-    instance = Server(
-        root / "state", env={"WORKBENCH_MAX_UPLOAD_MB": "1", "WORKBENCH_WORKSPACE_QUOTA_MB": "3"}
-    )
-    instance.start()
-    yield instance
-    instance.stop()
-    remove_session_containers(engine, instance.state_dir)
-    shutil.rmtree(root, ignore_errors=True)
+    limits = {"WORKBENCH_MAX_UPLOAD_MB": "1", "WORKBENCH_WORKSPACE_QUOTA_MB": "3"}
+    with running_server(engine=engine, env=limits) as instance:
+        yield instance
 
 
 def send_raw(server: Server, head: str, body: bytes = b"") -> bytes:

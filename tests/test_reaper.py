@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import threading
 import time
@@ -14,21 +13,15 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import Server, remove_session_containers, run
+from tests.conftest import Server, run, running_server
 from tests.wsclient import connect, execute, of, receive
-from workbench.testing import short_tmp
 
 pytestmark = pytest.mark.docker
 
 
 def reaping_server(engine: docker.DockerClient, **env: str) -> Iterator[Server]:
-    root = short_tmp()
-    server = Server(root / "state", env={"WORKBENCH_REAP_INTERVAL": "2", **env})
-    server.start()
-    yield server
-    server.stop()
-    remove_session_containers(engine, server.state_dir)
-    shutil.rmtree(root, ignore_errors=True)
+    with running_server(engine=engine, env={"WORKBENCH_REAP_INTERVAL": "2", **env}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +116,7 @@ def test_expired_session_is_wiped_even_when_hostile(expiring: Server, engine: do
 
 
 def test_kill_9_and_restart_keep_container_variables_and_files(engine: docker.DockerClient) -> None:
-    root = short_tmp()
-    server = Server(root / "state")
-    server.start()
-    try:
+    with running_server(engine=engine) as server:
         with server.client() as client:
             session_id = client.post("/api/v1/sessions").json()["id"]
             run(client, session_id, "answer = 42\nopen('f.txt', 'w').write('file')")
@@ -138,17 +128,10 @@ def test_kill_9_and_restart_keep_container_variables_and_files(engine: docker.Do
             assert result["stdout"] == "42 file\n"
             assert client.get(f"/api/v1/sessions/{session_id}").json()["status"] == "ready"
         assert engine.api.inspect_container(f"workbench-{session_id}")["Id"] == container
-    finally:
-        server.stop()
-        remove_session_containers(engine, server.state_dir)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sigterm_finishes_requests_in_flight_and_leaves_kernels(engine: docker.DockerClient) -> None:
-    root = short_tmp()
-    server = Server(root / "state")
-    server.start()
-    try:
+    with running_server(engine=engine) as server:
         with server.client() as client:
             session_id = client.post("/api/v1/sessions").json()["id"]
             holder: dict[str, Any] = {}
@@ -166,10 +149,6 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_kernels(engine: docker.D
         server.start()
         with server.client() as client:
             assert run(client, session_id, "print(x)")["stdout"] == "kept\n"
-    finally:
-        server.stop()
-        remove_session_containers(engine, server.state_dir)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_container_removed_behind_our_back(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from typing import Any
@@ -11,8 +10,7 @@ import docker
 import httpx
 import pytest
 
-from tests.conftest import Server, run
-from workbench.testing import short_tmp
+from tests.conftest import Server, run, running_server
 
 pytestmark = pytest.mark.docker
 
@@ -230,13 +228,15 @@ def test_a_second_server_on_the_same_engine_leaves_our_kernels_alone(
     api: httpx.Client, engine: docker.DockerClient, session: dict[str, Any]
 ) -> None:
     run(api, session["id"], "mine = 'still here'")
-    root = short_tmp()
-    other = Server(root / "state")
-    other.start()  # reconciles its own (empty) state with the engine's containers
-    try:
-        with other.client() as client:
-            assert client.get("/api/v1/sessions").json()["sessions"] == []
+    with running_server() as other, other.client() as client:  # reconciles its own (empty) state at start
+        assert client.get("/api/v1/sessions").json()["sessions"] == []
         assert run(api, session["id"], "print(mine)")["stdout"] == "still here\n"
-    finally:
-        other.stop()
-        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_exit_does_not_end_the_shared_kernel(api: httpx.Client, session: dict[str, Any]) -> None:
+    sid = session["id"]
+    run(api, sid, "kept = 'alive'")
+    for code in ("exit()", "quit()", "exit"):
+        assert run(api, sid, code)["status"] == "ok"
+    assert run(api, sid, "print(kept)")["stdout"] == "alive\n"
+    assert "_KeepKernelExit" not in run(api, sid, "print(dir())")["stdout"]

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.wsclient import connect, execute, of, receive, send, until_done
+from workbench.handlers.ws import origin_allowed
 
 pytestmark = pytest.mark.docker
 
@@ -180,3 +181,35 @@ async def test_ndjson_streaming_over_rest(server: Server, session: dict[str, Any
     assert lines[-1]["type"] == "done"
     assert lines[-1]["stdout"] == "1\n2\n"
     assert [e["type"] for e in lines[:-1]] == ["stream", "stream"]
+
+
+def test_socket_refusals_are_json(server: Server, session: dict[str, Any]) -> None:
+    url = f"{server.url}/api/v1/sessions/{session['id']}/ws"
+    headers = {"Authorization": f"Bearer {server.token}"}
+    plain = httpx.get(url, headers=headers)
+    assert plain.status_code == 400
+    assert plain.json()["error"]["code"] == "websocket-required"
+    upgrade = {**headers, "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "https://evil.example"}  # fmt: skip
+    foreign = httpx.get(url, headers=upgrade)
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "origin-not-allowed"
+    unknown = httpx.get(url.replace(session["id"], "session-nope"), headers=upgrade)
+    assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.com", True),
+        ("https://a.b.example.com", True),
+        ("https://example.com", False),
+        ("https://app.example.com.evil.net", False),
+        ("https://evilexample.com", False),
+        ("http://app.example.com", False),
+        ("https://exact.test", True),
+        ("https://exact.test:8443", False),
+    ],
+)
+def test_origin_patterns_are_anchored(origin: str, allowed: bool) -> None:
+    assert origin_allowed(origin, ("https://*.example.com", "https://exact.test")) is allowed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,8 +14,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import Server, remove_session_containers
-from workbench.testing import short_tmp
+from tests.conftest import Server, running_server
 
 pytestmark = pytest.mark.docker
 
@@ -43,15 +41,8 @@ class Tenants:
 
 @pytest.fixture(scope="module")
 def tenants(engine: docker.DockerClient) -> Iterator[Tenants]:
-    root = short_tmp()
-    server = Server(root / "state")
-    server.state_dir.mkdir(parents=True)
-    made = Tenants(server)
-    server.start()
-    yield made
-    server.stop()
-    remove_session_containers(engine, server.state_dir)
-    shutil.rmtree(root, ignore_errors=True)
+    with running_server(engine=engine) as server:
+        yield Tenants(server)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench import __version__
+from workbench import __version__, cli_client, cli_tokens
 from workbench.config import Settings, add_arguments, flags_from
 
 
@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
-    upgrade = db.add_parser("upgrade", help="create or upgrade the schema (Alembic)")
+    upgrade = db.add_parser(
+        "upgrade",
+        help="create or upgrade the schema (Alembic)",
+        description="Create the database schema, or upgrade it to this version's (Alembic migrations).",
+    )
     add_arguments(upgrade)
     upgrade.set_defaults(run=cmd_db_upgrade)
 
@@ -114,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(build)
     build.set_defaults(run=cmd_image_build)
+
+    cli_client.add_commands(commands)
+    cli_tokens.register(commands, _settings)
     return parser
 
 

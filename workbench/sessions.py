@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "session-"
 CULLED = "idle-culled"
+MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -149,7 +150,7 @@ class SessionManager:
             raise Invalid(msg)
         settings = self.settings
         memory = _number(body, "memory_mb", settings.memory_mb, minimum=64, integer=True)
-        cpus = _number(body, "cpus", settings.cpus, minimum=0.01)
+        cpus = _number(body, "cpus", settings.cpus, minimum=MIN_CPUS)
         idle = _number(body, "idle_timeout", settings.idle_timeout, minimum=1, integer=True)
         metadata = body.get("metadata", {})
         if not isinstance(metadata, dict):

@@ -112,6 +112,8 @@ class APIHandler(web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = _as_workbench_error(status_code, kwargs.get("exc_info"))
         self.clear_header("Content-Disposition")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         for name, value in error.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -119,6 +121,15 @@ class APIHandler(web.RequestHandler):
 
     def _request_summary(self) -> str:
         return request_summary(self.request)
+
+    def allowed_methods(self) -> list[str]:
+        """The HTTP methods this handler implements."""
+        own = type(self)
+        return [
+            m
+            for m in self.SUPPORTED_METHODS
+            if getattr(own, m.lower()) is not getattr(web.RequestHandler, m.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, WorkbenchError | web.HTTPError):

@@ -50,6 +50,14 @@ class SessionSocket(websocket.WebSocketHandler):
         except WorkbenchError as error:
             self._refuse(error.status, error.code, error.message)
             return
+        # Tornado would refuse these two with HTML pages: answer JSON instead.
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            self._refuse(400, "websocket-required", "this route speaks WebSocket only (Upgrade: websocket)")
+            return
+        origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
+        if origin and not self.check_origin(origin):
+            self._refuse(403, "origin-not-allowed", "WebSocket connections from this Origin are not allowed")
+            return
         await super().get(*args, **kwargs)
 
     def _request_summary(self) -> str:

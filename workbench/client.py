@@ -1,0 +1,742 @@
+"""The Python client of the Workbench API: ``Workbench`` (blocking) and ``AsyncWorkbench`` (asyncio).
+
+::
+
+    from workbench.client import Workbench
+
+    with Workbench("http://127.0.0.1:8765", token) as wb, wb.create_session(memory_mb=1024) as session:
+        session.upload("部门预算报告2023.xlsx")
+        result = session.run("import pandas as pd; pd.read_excel('部门预算报告2023.xlsx').shape",
+                             on_output=print)
+        print(result.status, result.outputs)
+
+Both flavours speak the API through the same request builders (``_Call``), response parsers, execute
+protocol (``_Run``) and file helpers; they differ only in the transport: ``httpx.Client`` and
+``websockets.sync`` for the blocking one, ``httpx.AsyncClient`` and ``websockets.asyncio`` for the other.
+Every error answer raises a ``WorkbenchAPIError`` subclass chosen by the HTTP status, carrying the API's
+error ``code``; network failures raise httpx's or websockets' own exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, NoReturn, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+import websockets.asyncio.client
+import websockets.sync.client
+from tqdm import tqdm
+from websockets.exceptions import InvalidStatus
+
+__all__ = [
+    "AsyncSession",
+    "AsyncWorkbench",
+    "BadRequest",
+    "Conflict",
+    "EngineUnavailable",
+    "Execution",
+    "FileEntry",
+    "Forbidden",
+    "Invalid",
+    "LimitReached",
+    "NotFound",
+    "Session",
+    "SessionInfo",
+    "TooLarge",
+    "Unauthorized",
+    "UnsupportedType",
+    "Workbench",
+    "WorkbenchAPIError",
+    "default_token",
+    "default_url",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_STATE_DIR = "~/.local/state/workbench"
+API = "/api/v1"
+CHUNK_BYTES = 1024 * 1024
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+HTTP_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+Event = dict[str, Any]
+OutputHandler = Callable[[Event], object]
+InputHandler = Callable[[str, bool], str]
+T = TypeVar("T")
+
+
+# Where the server is
+
+
+def default_url() -> str:
+    """``$WORKBENCH_URL``, else the server's default address."""
+    return os.environ.get("WORKBENCH_URL") or DEFAULT_URL
+
+
+def default_token() -> str | None:
+    """``$WORKBENCH_TOKEN``, else the admin token a local server saved in its state directory, if readable."""
+    token = os.environ.get("WORKBENCH_TOKEN")
+    if token:
+        return token
+    state_dir = Path(os.environ.get("WORKBENCH_STATE_DIR") or DEFAULT_STATE_DIR).expanduser()
+    try:
+        return (state_dir / "admin-token").read_text().strip() or None
+    except OSError:
+        return None
+
+
+# Errors
+
+
+class WorkbenchAPIError(Exception):
+    """An error answer of the API: its HTTP status, its machine-readable ``code`` and the message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class BadRequest(WorkbenchAPIError):
+    """400: the request is malformed (bad JSON, a path outside the workspace, ...)."""
+
+
+class Unauthorized(WorkbenchAPIError):
+    """401: no token, or a wrong one."""
+
+
+class Forbidden(WorkbenchAPIError):
+    """403: the token may not do this (e.g. attach without the admin token)."""
+
+
+class NotFound(WorkbenchAPIError):
+    """404: no such session (or it expired), or no such file."""
+
+
+class Conflict(WorkbenchAPIError):
+    """409: e.g. renaming onto an existing file."""
+
+
+class TooLarge(WorkbenchAPIError):
+    """413: a file, a workspace quota or a piece of code is too large."""
+
+
+class UnsupportedType(WorkbenchAPIError):
+    """415: an upload's extension or content is refused."""
+
+
+class Invalid(WorkbenchAPIError):
+    """422: well-formed but invalid (an unknown limit, a negative timeout, ...)."""
+
+
+class LimitReached(WorkbenchAPIError):
+    """429: the server runs as many sessions as it may."""
+
+
+class EngineUnavailable(WorkbenchAPIError):
+    """503: the container engine or the kernel is unavailable."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[WorkbenchAPIError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: TooLarge,
+    415: UnsupportedType,
+    422: Invalid,
+    429: LimitReached,
+    503: EngineUnavailable,
+}
+
+
+def api_error(status: int, body: bytes) -> WorkbenchAPIError:
+    """The typed exception for an error answer (``{"error": {"code", "message"}}``, or anything else)."""
+    code, message = f"http-{status}", body.decode(errors="replace").strip()[:500]
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        error = json.loads(body)["error"]
+        code, message = str(error["code"]), str(error["message"])
+    return _ERRORS_BY_STATUS.get(status, WorkbenchAPIError)(status, code, message)
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    """``response`` itself, or the typed exception for it (its body must have been read)."""
+    if response.is_error:
+        raise api_error(response.status_code, response.content)
+    return response
+
+
+def _websocket_error(error: InvalidStatus) -> WorkbenchAPIError:
+    return api_error(error.response.status_code, bytes(error.response.body or b""))
+
+
+# What the API answers
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """The outcome of one ``run``: ``status`` is ``ok``, ``error``, ``timeout`` or ``aborted``.
+
+    ``outputs`` holds the rich events (``display_data``, ``execute_result``, ``error``) as the API sends
+    them (images base64 under ``data["image/png"]``); ``error`` is ``{"ename", "evalue", "traceback"}``.
+    """
+
+    status: str
+    stdout: str
+    stderr: str
+    outputs: list[Event]
+    error: dict[str, Any] | None
+    execution_count: int | None
+    duration_ms: int
+    truncated: bool = False
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Execution:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionInfo:
+    """A session as the API last described it; ``raw`` is the whole JSON object."""
+
+    id: str
+    status: str
+    kernel_state: str
+    created_at: str
+    last_activity_at: str
+    expires_at: str | None
+    limits: dict[str, Any]
+    metadata: dict[str, Any]
+    raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionInfo:
+        return cls(
+            id=data["id"],
+            status=data["status"],
+            kernel_state=data.get("kernel", {}).get("state", "unknown"),
+            created_at=data.get("created_at", ""),
+            last_activity_at=data.get("last_activity_at", ""),
+            expires_at=data.get("expires_at"),
+            limits=data.get("limits", {}),
+            metadata=data.get("metadata", {}),
+            raw=data,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file or directory of a session's workspace; ``path`` is relative to ``/data``."""
+
+    name: str
+    path: str
+    type: str
+    size: int
+    modified: str
+    mime: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileEntry:
+        return cls(
+            name=data["name"],
+            path=data.get("path", data["name"]),
+            type=data.get("type", "file"),
+            size=int(data.get("size") or 0),
+            modified=data.get("modified", ""),
+            mime=data.get("mime"),
+        )
+
+
+# Requests: built once, sent by either transport
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One REST request and how to read its (successful) answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    json: Any = None
+    params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _session(response: httpx.Response) -> SessionInfo:
+    return SessionInfo.from_json(response.json())
+
+
+def _sessions(response: httpx.Response) -> list[SessionInfo]:
+    return [SessionInfo.from_json(item) for item in response.json()["sessions"]]
+
+
+def _entry(response: httpx.Response) -> FileEntry:
+    return FileEntry.from_json(response.json())
+
+
+def _entries(response: httpx.Response) -> list[FileEntry]:
+    return [FileEntry.from_json(item) for item in response.json()["files"]]
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _session_path(session_id: str, action: str = "") -> str:
+    return f"{API}/sessions/{quote(session_id, safe='')}{action}"
+
+
+def _file_path(session_id: str, path: str) -> str:
+    """The URL path of one workspace file: ``/``-separated, each part percent-encoded (UTF-8)."""
+    return _session_path(session_id, "/files/" + quote(path.strip("/"), safe="/"))
+
+
+def _create_call(limits: dict[str, Any]) -> _Call[SessionInfo]:
+    body = {name: value for name, value in limits.items() if value is not None}
+    return _Call("POST", f"{API}/sessions", _session, json=body)
+
+
+def _get_call(session_id: str) -> _Call[SessionInfo]:
+    return _Call("GET", _session_path(session_id), _session)
+
+
+def _list_call() -> _Call[list[SessionInfo]]:
+    return _Call("GET", f"{API}/sessions", _sessions)
+
+
+def _files_call(session_id: str, path: str, recursive: bool) -> _Call[list[FileEntry]]:
+    params = {"path": path.strip("/"), "recursive": "true" if recursive else "false"}
+    return _Call("GET", _session_path(session_id, "/files"), _entries, params=params)
+
+
+def _remove_call(session_id: str, path: str, recursive: bool) -> _Call[None]:
+    params = {"recursive": "true"} if recursive else None
+    return _Call("DELETE", _file_path(session_id, path), _nothing, params=params)
+
+
+def _upload_call(session_id: str, local: Path, remote: str | None, size: int) -> _Call[FileEntry]:
+    """A PUT of ``local``; the caller streams the body (its length is known, so it is not chunked)."""
+    headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+    return _Call("PUT", _file_path(session_id, remote or local.name), _entry, headers=headers)
+
+
+# Files: streamed from and to disk
+
+
+def _progress_bar(total: int | None, enabled: bool, label: str) -> tqdm[NoReturn]:
+    """A byte-counting bar on stderr (shown only after half a second, so small transfers stay quiet)."""
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=not enabled, delay=0.5
+    )
+
+
+def _read_chunks(path: Path, bar: tqdm[NoReturn]) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            bar.update(len(chunk))
+            yield chunk
+
+
+async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """An async view of a blocking iterator, each step run in a worker thread."""
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk
+
+
+def _download_target(remote: str, local: str | os.PathLike[str] | None) -> Path:
+    """Where a download goes: ``local``, inside it when it is a directory, else the remote name here."""
+    name = remote.rstrip("/").rsplit("/", 1)[-1]
+    if local is None:
+        return Path(name)
+    target = Path(local)
+    return target / name if target.is_dir() else target
+
+
+class _Sink:
+    """A download being written next to its target, renamed into place only once it is complete."""
+
+    def __init__(self, target: Path, response: httpx.Response, progress: bool) -> None:
+        self.target = target
+        self.partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        length = response.headers.get("Content-Length")
+        self.bar = _progress_bar(int(length) if length else None, progress, target.name)
+        self.stream = self.partial.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        self.stream.write(chunk)
+        self.bar.update(len(chunk))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        self.stream.close()
+        self.bar.close()
+        if kind is None:
+            self.partial.replace(self.target)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+# Execution over the WebSocket
+
+
+class _Run:
+    """One execute request over the session's WebSocket: the frame to send and the events answering it.
+
+    Only this request's events and the kernel's lifecycle news (``kernel`` events) reach ``on_output``;
+    other clients' executions on the same session are skipped.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        timeout: float | None,
+        on_output: OutputHandler | None,
+        on_input: InputHandler | None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        frame: Event = {"type": "execute", "id": self.id, "code": code}
+        if timeout is not None:
+            frame["timeout"] = timeout
+        self.frame = json.dumps(frame)
+        self.on_output = on_output
+        self.on_input = on_input
+        self._result: Execution | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    def result(self) -> Execution:
+        if self._result is None:
+            msg = "the execution has not finished"
+            raise RuntimeError(msg)
+        return self._result
+
+    def feed(self, message: str | bytes) -> str | None:
+        """Take one event from the server; returns a frame to send back (an ``input_reply``) if one is due."""
+        event: Event = json.loads(message)
+        if event.get("id") != self.id and event.get("type") != "kernel":
+            return None
+        if self.on_output is not None:
+            self.on_output(event)
+        if event["type"] == "done":
+            self._result = Execution.from_json(event)
+        elif event["type"] == "input_request":
+            return self._input_reply(event)
+        return None
+
+    def _input_reply(self, request: Event) -> str:
+        prompt, password = request.get("prompt", ""), bool(request.get("password"))
+        value = self.on_input(prompt, password) if self.on_input is not None else ""
+        return json.dumps({"type": "input_reply", "id": self.id, "value": value})
+
+
+def _websocket_url(base_url: str, session_id: str) -> str:
+    scheme, rest = base_url.rstrip("/").split("://", 1)
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{_session_path(session_id, '/ws')}"
+
+
+class _Base:
+    """Where the server is and how to authenticate; shared by both flavours."""
+
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.url = (url or default_url()).rstrip("/")
+        token = token or default_token()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def websocket_url(self, session_id: str) -> str:
+        return _websocket_url(self.url, session_id)
+
+
+W = TypeVar("W", bound=_Base)
+
+
+class _SessionBase(Generic[W]):
+    def __init__(self, workbench: W, info: SessionInfo) -> None:
+        self.workbench = workbench
+        self.id = info.id
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.info.status}>"
+
+
+# The blocking client
+
+
+class Workbench(_Base):
+    """A blocking client.  ``url`` and ``token`` default to ``$WORKBENCH_URL`` and ``$WORKBENCH_TOKEN``
+    (else the admin token a server on this host saved in ``$WORKBENCH_STATE_DIR/admin-token``)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        super().__init__(url, token)
+        self.http = httpx.Client(base_url=self.url, headers=self.headers, timeout=HTTP_TIMEOUT)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, call: _Call[T], content: Iterator[bytes] | None = None) -> T:
+        response = self.http.request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers, content=content
+        )
+        return call.parse(_checked(response))
+
+    def create_session(self, **limits: Any) -> Session:
+        """A new session (``memory_mb``, ``cpus``, ``idle_timeout``, ``metadata``); its kernel is ready."""
+        return Session(self, self._send(_create_call(limits)))
+
+    def session(self, session_id: str) -> Session:
+        """An existing session (``NotFound`` if there is none by that id)."""
+        return Session(self, self._send(_get_call(session_id)))
+
+    def sessions(self) -> list[Session]:
+        return [Session(self, info) for info in self._send(_list_call())]
+
+
+class Session(_SessionBase["Workbench"]):
+    """One session of a ``Workbench``; as a context manager, it is deleted on exit."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.delete()
+
+    def run(
+        self,
+        code: str,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+        on_input: InputHandler | None = None,
+    ) -> Execution:
+        """Run ``code`` in the kernel and wait for it; every event goes to ``on_output`` as it arrives.
+
+        ``timeout`` (seconds) is enforced by the server, which interrupts the code and answers ``timeout``.
+        ``on_input(prompt, password)`` answers ``input()`` calls (without it they read an empty line).
+        """
+        run = _Run(code, timeout, on_output, on_input)
+        try:
+            socket = websockets.sync.client.connect(
+                self.workbench.websocket_url(self.id),
+                additional_headers=self.workbench.headers,
+                max_size=MAX_FRAME_BYTES,
+            )
+        except InvalidStatus as error:
+            raise _websocket_error(error) from None
+        with socket:
+            socket.send(run.frame)
+            while not run.done:
+                reply = run.feed(socket.recv())
+                if reply is not None:
+                    socket.send(reply)
+        return run.result()
+
+    def refresh(self) -> SessionInfo:
+        """Fetch the session's current state into ``info``."""
+        self.info = self.workbench._send(_get_call(self.id))
+        return self.info
+
+    def interrupt(self) -> None:
+        """Interrupt the running code (``KeyboardInterrupt`` in the kernel)."""
+        self.workbench._send(_Call("POST", _session_path(self.id, "/interrupt"), _nothing))
+
+    def restart(self) -> SessionInfo:
+        """A fresh kernel: variables are gone, files are kept."""
+        self.info = self.workbench._send(_Call("POST", _session_path(self.id, "/restart"), _session))
+        return self.info
+
+    def delete(self) -> None:
+        """Remove the kernel and wipe the workspace."""
+        self.workbench._send(_Call("DELETE", _session_path(self.id), _nothing))
+
+    def connection_info(self) -> dict[str, Any]:
+        """The kernel's Jupyter connection info as seen from the server host (admin token only)."""
+        return self.workbench._send(_Call("GET", _session_path(self.id, "/connection"), _object))
+
+    def files(self, path: str = "", recursive: bool = False) -> list[FileEntry]:
+        """The entries of a workspace directory (``""`` is ``/data`` itself)."""
+        return self.workbench._send(_files_call(self.id, path, recursive))
+
+    def upload(
+        self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
+    ) -> FileEntry:
+        """Stream the local file ``local`` to ``remote`` (default: its name) in the workspace."""
+        source = Path(local)
+        size = source.stat().st_size
+        with _progress_bar(size, progress, source.name) as bar:
+            call = _upload_call(self.id, source, remote, size)
+            return self.workbench._send(call, content=_read_chunks(source, bar))
+
+    def download(
+        self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
+    ) -> Path:
+        """Stream the workspace file ``remote`` to disk (``local``: a file or a directory; default: here)."""
+        target = _download_target(remote, local)
+        with self.workbench.http.stream("GET", _file_path(self.id, remote)) as response:
+            if response.is_error:
+                response.read()
+                _checked(response)
+            with _Sink(target, response, progress) as sink:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    sink.write(chunk)
+        return target
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        """Delete a workspace file (a directory needs ``recursive=True``)."""
+        self.workbench._send(_remove_call(self.id, path, recursive))
+
+
+# The asyncio client
+
+
+class AsyncWorkbench(_Base):
+    """The asyncio twin of ``Workbench``; use it as ``async with AsyncWorkbench(url, token) as wb:``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        super().__init__(url, token)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=HTTP_TIMEOUT)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _send(self, call: _Call[T], content: AsyncIterator[bytes] | None = None) -> T:
+        response = await self.http.request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers, content=content
+        )
+        return call.parse(_checked(response))
+
+    async def create_session(self, **limits: Any) -> AsyncSession:
+        """See ``Workbench.create_session``."""
+        return AsyncSession(self, await self._send(_create_call(limits)))
+
+    async def session(self, session_id: str) -> AsyncSession:
+        return AsyncSession(self, await self._send(_get_call(session_id)))
+
+    async def sessions(self) -> list[AsyncSession]:
+        return [AsyncSession(self, info) for info in await self._send(_list_call())]
+
+
+class AsyncSession(_SessionBase["AsyncWorkbench"]):
+    """One session of an ``AsyncWorkbench``; the methods are those of ``Session``, awaitable.
+
+    As an async context manager, the session is deleted on exit.
+    """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.delete()
+
+    async def run(
+        self,
+        code: str,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+        on_input: InputHandler | None = None,
+    ) -> Execution:
+        """See ``Session.run``; ``on_output`` and ``on_input`` are plain (not async) callables."""
+        run = _Run(code, timeout, on_output, on_input)
+        try:
+            socket = await websockets.asyncio.client.connect(
+                self.workbench.websocket_url(self.id),
+                additional_headers=self.workbench.headers,
+                max_size=MAX_FRAME_BYTES,
+            )
+        except InvalidStatus as error:
+            raise _websocket_error(error) from None
+        async with socket:
+            await socket.send(run.frame)
+            while not run.done:
+                reply = run.feed(await socket.recv())
+                if reply is not None:
+                    await socket.send(reply)
+        return run.result()
+
+    async def refresh(self) -> SessionInfo:
+        self.info = await self.workbench._send(_get_call(self.id))
+        return self.info
+
+    async def interrupt(self) -> None:
+        await self.workbench._send(_Call("POST", _session_path(self.id, "/interrupt"), _nothing))
+
+    async def restart(self) -> SessionInfo:
+        self.info = await self.workbench._send(_Call("POST", _session_path(self.id, "/restart"), _session))
+        return self.info
+
+    async def delete(self) -> None:
+        await self.workbench._send(_Call("DELETE", _session_path(self.id), _nothing))
+
+    async def connection_info(self) -> dict[str, Any]:
+        return await self.workbench._send(_Call("GET", _session_path(self.id, "/connection"), _object))
+
+    async def files(self, path: str = "", recursive: bool = False) -> list[FileEntry]:
+        return await self.workbench._send(_files_call(self.id, path, recursive))
+
+    async def upload(
+        self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
+    ) -> FileEntry:
+        """See ``Session.upload``; the file is read in a worker thread, chunk by chunk."""
+        source = Path(local)
+        size = (await asyncio.to_thread(source.stat)).st_size
+        with _progress_bar(size, progress, source.name) as bar:
+            call = _upload_call(self.id, source, remote, size)
+            return await self.workbench._send(call, content=_in_thread(_read_chunks(source, bar)))
+
+    async def download(
+        self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
+    ) -> Path:
+        """See ``Session.download``; chunks are written in a worker thread."""
+        target = _download_target(remote, local)
+        async with self.workbench.http.stream("GET", _file_path(self.id, remote)) as response:
+            if response.is_error:
+                await response.aread()
+                _checked(response)
+            with _Sink(target, response, progress) as sink:
+                async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                    await asyncio.to_thread(sink.write, chunk)
+        return target
+
+    async def remove(self, path: str, recursive: bool = False) -> None:
+        await self.workbench._send(_remove_call(self.id, path, recursive))

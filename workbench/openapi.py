@@ -1,0 +1,697 @@
+"""The OpenAPI 3.1 description of the whole v1 API (docs/API.md), served at ``GET /api/v1/openapi.json``.
+
+The document is plain data built by small functions.  Shared pieces are defined once under
+``components`` and referenced: the error answer of each status, the path parameters, the schemas of a
+session, an execution result and a file entry.  ``tests/test_openapi.py`` keeps the document in step
+with the routes the application registers; ``tests/test_fuzz.py`` fuzzes the live server with it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from workbench import __version__
+from workbench.workspace import MAX_LIST_LIMIT
+
+JSON = dict[str, Any]
+
+OPENAPI_VERSION = "3.1.0"
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+SESSION_STATUSES = ("starting", "ready", "stopped", "expired", "deleted", "failed")
+KERNEL_STATES = ("starting", "idle", "busy", "restarting", "dead", "stopped")
+EXECUTION_STATUSES = ("ok", "error", "timeout", "aborted")
+EVENT_TYPES = (
+    "stream",
+    "display_data",
+    "execute_result",
+    "error",
+    "clear_output",
+    "input_request",
+    "done",
+    "kernel",
+)
+ERROR_STATUSES: dict[int, str] = {
+    400: "Bad input: malformed JSON, a bad parameter, or a path outside the workspace.",
+    401: "No token, or a wrong one.",
+    403: "Not allowed with this token.",
+    404: "No such session (or not the caller's), or no such file.",
+    409: "Conflict with the current state, e.g. the target exists.",
+    413: "Too large: the body, an upload, or the workspace quota.",
+    415: "Upload refused: the extension is not allowed, or the content does not match it.",
+    416: "The requested range is not satisfiable.",
+    422: "Well-formed but invalid.",
+    429: "A limit was reached; retry after `Retry-After` seconds.",
+    503: "The Docker engine (or the kernel) is unavailable.",
+}
+UPLOAD_ERRORS = (400, 404, 409, 413, 415)
+BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601 UTC, ending in `Z`."}
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def ref(section: str, name: str) -> JSON:
+    return {"$ref": f"#/components/{section}/{name}"}
+
+
+def schema(name: str) -> JSON:
+    return ref("schemas", name)
+
+
+def obj(properties: JSON, *, required: Iterable[str] = (), closed: bool = False, **extra: Any) -> JSON:
+    """A JSON object schema; ``closed`` refuses properties not listed."""
+    result: JSON = {"type": "object", "properties": properties, **extra}
+    if required:
+        result["required"] = list(required)
+    if closed:
+        result["additionalProperties"] = False
+    return result
+
+
+def json_content(body: JSON) -> JSON:
+    return {"application/json": {"schema": body}}
+
+
+def answer(description: str, content: JSON | None = None, headers: JSON | None = None) -> JSON:
+    result: JSON = {"description": description}
+    if content is not None:
+        result["content"] = content
+    if headers is not None:
+        result["headers"] = headers
+    return result
+
+
+def header(description: str, **extra: Any) -> JSON:
+    return {"description": description, "schema": {"type": "string", **extra}}
+
+
+def parameter(name: str, where: str, description: str, body: JSON, **extra: Any) -> JSON:
+    return {"name": name, "in": where, "description": description, "schema": body, **extra}
+
+
+def nullable(kind: str, minimum: float, description: str) -> JSON:
+    """A limit a request may give, or leave to the server with ``null``."""
+    return {"type": [kind, "null"], "minimum": minimum, "description": f"{description} `null`: the default."}
+
+
+def json_request(body: JSON, *, required: bool = True) -> JSON:
+    return {"required": required, "content": json_content(body)}
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    answers: JSON,
+    *,
+    tag: str,
+    errors: Iterable[int] = (),
+    public: bool = False,
+    description: str | None = None,
+    parameters: Iterable[JSON] = (),
+    body: JSON | None = None,
+    security: list[JSON] | None = None,
+) -> JSON:
+    """One operation; every error status it lists (and 401 unless it is public) is the shared error answer."""
+    statuses = set(errors) if public else {401, *errors}
+    result: JSON = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": {
+            **answers,
+            **{str(status): ref("responses", f"Error{status}") for status in sorted(statuses)},
+        },
+    }
+    if description:
+        result["description"] = description
+    if parameters:
+        result["parameters"] = list(parameters)
+    if body is not None:
+        result["requestBody"] = body
+    if public:
+        result["security"] = []
+    elif security is not None:
+        result["security"] = security
+    return result
+
+
+def session_item(**operations: JSON) -> JSON:
+    """A path item under one session: the ``session_id`` path parameter is declared once, here."""
+    return {"parameters": [ref("parameters", "SessionId")], **operations}
+
+
+# -------------------------------------------------------------------------------------------- schemas
+
+
+def error_schema() -> JSON:
+    detail = obj(
+        {
+            "code": {"type": "string", "minLength": 1, "description": "A short machine-readable slug."},
+            "message": {"type": "string", "description": "Human text; never a traceback or a host path."},
+        },
+        required=("code", "message"),
+    )
+    return obj({"error": detail}, required=("error",), closed=True)
+
+
+def session_schemas() -> JSON:
+    limits = obj(
+        {"memory_mb": {"type": "integer"}, "cpus": {"type": "number"}, "idle_timeout": {"type": "integer"}},
+        required=("memory_mb", "cpus", "idle_timeout"),
+    )
+    session = obj(
+        {
+            "id": {"type": "string", "pattern": SESSION_ID_PATTERN},
+            "status": {"enum": list(SESSION_STATUSES)},
+            "created_at": TIMESTAMP,
+            "last_activity_at": TIMESTAMP,
+            "expires_at": TIMESTAMP,
+            "kernel": obj({"state": {"enum": list(KERNEL_STATES)}}, required=("state",)),
+            "limits": limits,
+            "metadata": {"type": "object"},
+        },
+        required=(
+            "id",
+            "status",
+            "created_at",
+            "last_activity_at",
+            "expires_at",
+            "kernel",
+            "limits",
+            "metadata",
+        ),
+    )
+    create = obj(
+        {
+            "idle_timeout": nullable("integer", 1, "Seconds; capped by the server."),
+            "memory_mb": nullable("integer", 64, "MiB; capped by the server."),
+            "cpus": nullable("number", 0.1, "CPUs; capped by the server."),
+            "metadata": {"type": "object", "description": "Free-form, up to 16 KiB."},
+        },
+        closed=True,
+    )
+    listing = obj({"sessions": {"type": "array", "items": schema("Session")}}, required=("sessions",))
+    return {"Session": session, "SessionCreate": create, "SessionList": listing}
+
+
+def execution_schemas() -> JSON:
+    request = obj(
+        {
+            "code": {"type": "string", "description": "Python source (up to 1 MiB by default)."},
+            "timeout": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "description": "Seconds; capped by the server; `null`: the server's default.",
+            },
+        },
+        required=("code",),
+    )
+    error = obj(
+        {
+            "ename": {"type": "string"},
+            "evalue": {"type": "string"},
+            "traceback": {"type": "array", "items": {"type": "string"}},
+        },
+        required=("ename", "evalue", "traceback"),
+    )
+    result = obj(
+        {
+            "status": {"enum": list(EXECUTION_STATUSES)},
+            "execution_count": {"type": ["integer", "null"]},
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+            "outputs": {"type": "array", "items": schema("Event")},
+            "error": {"oneOf": [{"type": "null"}, error]},
+            "duration_ms": {"type": "integer", "minimum": 0},
+            "truncated": {"type": "boolean", "description": "Output beyond the server's limit was cut."},
+            "reason": {"type": ["string", "null"], "description": "Why the status was set by the server."},
+        },
+        required=("status", "execution_count", "stdout", "stderr", "outputs", "error", "duration_ms"),
+    )
+    event = obj(
+        {
+            "type": {"enum": list(EVENT_TYPES)},
+            "id": {"type": "string", "description": "The execute request's id (absent on `kernel` events)."},
+        },
+        required=("type",),
+        description="One event of an execution (the fields of each type: see the WebSocket operation). "
+        "`done` carries the execution result's fields and is always the last event of an execute.",
+    )
+    return {"ExecuteRequest": request, "ExecutionResult": result, "Event": event}
+
+
+def file_schemas() -> JSON:
+    entry = obj(
+        {
+            "name": {"type": "string"},
+            "path": {"type": "string", "description": "Relative to the workspace, `/`-separated."},
+            "type": {"enum": ["file", "directory", "symlink", "other"]},
+            "size": {"type": "integer", "minimum": 0},
+            "modified": TIMESTAMP,
+            "mime": {"type": ["string", "null"]},
+        },
+        required=("name", "path", "type", "size", "modified", "mime"),
+    )
+    files = obj({"files": {"type": "array", "items": schema("FileEntry")}}, required=("files",))
+    count = {"type": "integer", "minimum": 0}
+    page = obj(
+        {
+            "files": {"type": "array", "items": schema("FileEntry")},
+            "total": count,
+            "offset": count,
+            "limit": count,
+        },
+        required=("files", "total", "offset", "limit"),
+    )
+    rename = obj({"new_path": {"type": "string", "minLength": 1}}, required=("new_path",))
+    upload = obj(
+        {
+            "file": {"type": "array", "items": BINARY, "minItems": 1},
+            "path": {"type": "string", "description": "Target folder in the workspace (default: its root)."},
+        },
+        required=("file",),
+    )
+    compat = obj(
+        {
+            "name": {"type": "string"},
+            "session_id": {"type": "string"},
+            "size": {"type": "integer"},
+            "modified": TIMESTAMP,
+        },
+        required=("name", "session_id", "size", "modified"),
+    )
+    return {
+        "FileEntry": entry,
+        "FileList": files,
+        "FilePage": page,
+        "Rename": rename,
+        "Upload": upload,
+        "CompatFileEntry": compat,
+    }
+
+
+def server_schemas() -> JSON:
+    health = obj(
+        {
+            "status": {"enum": ["ok", "degraded"]},
+            "docker": {"type": "boolean"},
+            "database": {"type": "boolean"},
+            "version": {"type": "string"},
+        },
+        required=("status", "docker", "database", "version"),
+    )
+    ports = {
+        name: {"type": "integer"}
+        for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    }
+    connection = obj(
+        {
+            "transport": {"enum": ["ipc", "tcp"]},
+            "ip": {"type": "string"},
+            "key": {"type": "string"},
+            "signature_scheme": {"type": "string"},
+            "kernel_name": {"type": "string"},
+            **ports,
+        },
+        required=("transport", "ip", "key", "signature_scheme", *ports),
+    )
+    return {"Health": health, "Connection": connection}
+
+
+# ------------------------------------------------------------------------------------------ components
+
+
+def parameters() -> JSON:
+    return {
+        "SessionId": parameter(
+            "session_id",
+            "path",
+            "The session's opaque id.",
+            {"type": "string", "pattern": SESSION_ID_PATTERN},
+            required=True,
+            example="session-0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
+        ),
+        "FilePath": parameter(
+            "path",
+            "path",
+            "A path relative to the workspace, any Unicode, percent-encoded; its `/` separators are sent as "
+            "they are (an encoded `%2F` is refused).",
+            {"type": "string", "minLength": 1},
+            required=True,
+            example="部门预算报告2023.csv",
+        ),
+        "Recursive": parameter(
+            "recursive", "query", "Descend into folders.", {"type": "boolean", "default": False}
+        ),
+    }
+
+
+def error_responses() -> JSON:
+    return {
+        f"Error{status}": answer(text, json_content(schema("Error")))
+        for status, text in ERROR_STATUSES.items()
+    }
+
+
+def security_schemes() -> JSON:
+    return {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <token>` (`Authorization: token <token>` works too): the "
+            "admin token or a tenant's token.",
+        },
+        "queryToken": {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "For browsers, on WebSocket URLs only.",
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------ paths
+
+
+def server_paths() -> JSON:
+    op = functools.partial(operation, tag="server", public=True)
+    health = json_content(schema("Health"))
+    metrics = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        "/api/v1/health": {
+            "get": op(
+                "health",
+                "Is the engine reachable, is the database reachable",
+                {
+                    "200": answer("Healthy.", health),
+                    "503": answer("Degraded (`status` is `degraded`).", health),
+                },
+            )
+        },
+        "/metrics": {
+            "get": op("metrics", "Prometheus metrics", {"200": answer("Prometheus text format.", metrics)})
+        },
+        "/api/v1/openapi.json": {
+            "get": op(
+                "openapi", "This document", {"200": answer("OpenAPI 3.1.", json_content({"type": "object"}))}
+            )
+        },
+    }
+
+
+def session_paths() -> JSON:
+    op = functools.partial(operation, tag="sessions")
+    session = json_content(schema("Session"))
+    created = answer(
+        "The new session, its kernel ready.", session, {"Location": header("The session's URL.")}
+    )
+    return {
+        "/api/v1/sessions": {
+            "post": op(
+                "createSession",
+                "Create a session",
+                {"201": created},
+                errors=(400, 413, 422, 429, 503),
+                body=json_request(schema("SessionCreate"), required=False),
+            ),
+            "get": op(
+                "listSessions",
+                "The caller's sessions",
+                {"200": answer("Sessions.", json_content(schema("SessionList")))},
+            ),
+        },
+        "/api/v1/sessions/{session_id}": session_item(
+            get=op("getSession", "A session", {"200": answer("The session.", session)}, errors=(404,)),
+            delete=op(
+                "deleteSession",
+                "Remove the kernel and wipe the workspace",
+                {"204": answer("Deleted.")},
+                errors=(404, 503),
+            ),
+        ),
+        "/api/v1/sessions/{session_id}/interrupt": session_item(
+            post=op(
+                "interruptSession",
+                "Interrupt the running code",
+                {"204": answer("Interrupted.")},
+                errors=(404, 503),
+            ),
+        ),
+        "/api/v1/sessions/{session_id}/restart": session_item(
+            post=op(
+                "restartSession",
+                "A fresh kernel: variables gone, files kept",
+                {"200": answer("The session.", session)},
+                errors=(404, 503),
+            ),
+        ),
+    }
+
+
+def execute_paths() -> JSON:
+    result = answer(
+        "The execution result, after the code finished; with `Accept: application/x-ndjson`, the execution's "
+        "events as they happen, one JSON object per line, `done` last.",
+        {
+            "application/json": {"schema": schema("ExecutionResult")},
+            "application/x-ndjson": {"schema": schema("Event")},
+        },
+    )
+    execute = operation(
+        "execute",
+        "Run code in the session's kernel",
+        {"200": result},
+        tag="execution",
+        errors=(400, 404, 413, 422, 503),
+        body=json_request(schema("ExecuteRequest")),
+        description="On `timeout` the kernel was interrupted (and restarted if the interrupt did not land); "
+        "the session stays usable.",
+    )
+    return {"/api/v1/sessions/{session_id}/execute": session_item(post=execute)}
+
+
+WEBSOCKET_DESCRIPTION = """\
+A WebSocket (`Upgrade: websocket`); text frames, one JSON object each.
+
+Client -> server:
+- `{"type": "execute", "id": "<client-chosen id>", "code": "...", "timeout": seconds (optional)}`: queued.
+- `{"type": "interrupt"}`
+- `{"type": "input_reply", "id": "...", "value": "..."}` answers an `input_request`.
+
+Server -> client (`id` = the execute request's id):
+- `{"type": "stream", "id", "name": "stdout|stderr", "text"}`
+- `{"type": "display_data", "id", "data": {mime: value}, "metadata": {}}` (binary mimes base64)
+- `{"type": "execute_result", "id", "execution_count", "data": {...}, "metadata": {}}`
+- `{"type": "error", "id", "ename", "evalue", "traceback": [...]}`
+- `{"type": "input_request", "id", "prompt", "password": false}`
+- `{"type": "done", "id", ...execution result fields...}`: always the last event of an execute.
+- `{"type": "kernel", "state": "busy|idle|restarting|dead", "reason": "..."}`: lifecycle news, e.g. `oom`.
+- `{"type": "error", "code", "message"}` without `id` for a bad frame (the socket stays open).
+
+Every client connected to the same session sees every execution's events (shared view).
+"""
+
+
+def websocket_paths() -> JSON:
+    socket = operation(
+        "sessionWebSocket",
+        "Streaming execution over a WebSocket",
+        {"101": answer("Switching Protocols: the WebSocket is open.")},
+        tag="execution",
+        errors=(400, 403, 404),
+        description=WEBSOCKET_DESCRIPTION,
+        security=[{"bearer": []}, {"queryToken": []}],
+    )
+    return {"/api/v1/sessions/{session_id}/ws": session_item(get=socket)}
+
+
+def file_paths() -> JSON:
+    op = functools.partial(operation, tag="files")
+    entry = json_content(schema("FileEntry"))
+    listing = [
+        parameter(
+            "path", "query", "The folder to list (or one file); default: the root.", {"type": "string"}
+        ),
+        ref("parameters", "Recursive"),
+        parameter(
+            "limit",
+            "query",
+            "Page size.",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+        ),
+        parameter("offset", "query", "Entries to skip.", {"type": "integer", "minimum": 0, "default": 0}),
+    ]
+    raw = {
+        "description": "The file's bytes (none: an empty file).",
+        "required": False,
+        "content": {"application/octet-stream": {"schema": BINARY}},
+    }
+    return {
+        "/api/v1/sessions/{session_id}/files": session_item(
+            get=op(
+                "listFiles",
+                "List the workspace",
+                {"200": answer("Entries by path.", json_content(schema("FilePage")))},
+                errors=(400, 404, 413),
+                parameters=listing,
+            ),
+            post=op(
+                "uploadFiles",
+                "Upload files (multipart)",
+                {"201": answer("The stored files.", json_content(schema("FileList")))},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        ),
+        "/api/v1/sessions/{session_id}/files/{path}": {
+            "parameters": [ref("parameters", "SessionId"), ref("parameters", "FilePath")],
+            "get": download_operation("downloadFile", "files"),
+            "head": download_operation("fileHeaders", "files", head=True),
+            "put": op(
+                "putFile",
+                "Upload one file (raw bytes; parents created)",
+                {"201": answer("The stored file.", entry, {"Location": header("The file's URL.")})},
+                errors=UPLOAD_ERRORS,
+                body=raw,
+            ),
+            "patch": op(
+                "renameFile",
+                "Rename or move a file or folder",
+                {"200": answer("The moved entry.", entry)},
+                errors=(400, 404, 409, 413, 422),
+                body=json_request(schema("Rename")),
+            ),
+            "delete": op(
+                "deleteFile",
+                "Delete a file (a folder needs recursive=true)",
+                {"204": answer("Deleted.")},
+                errors=(400, 404, 409),
+                parameters=[ref("parameters", "Recursive")],
+            ),
+        },
+    }
+
+
+def multipart_request() -> JSON:
+    encoding = {"file": {"contentType": "application/octet-stream"}}
+    form = {"schema": schema("Upload"), "encoding": encoding}
+    return {"required": True, "content": {"multipart/form-data": form}}
+
+
+def download_operation(operation_id: str, tag: str, *, head: bool = False) -> JSON:
+    """``GET`` (or ``HEAD``: the same headers, no body) of a workspace file, with ranges and validators."""
+    headers = {
+        "Content-Disposition": header("`attachment` with an RFC 5987 `filename*`."),
+        "ETag": header("The file's version."),
+        "X-Content-Type-Options": header("`nosniff`."),
+    }
+    content = None if head else {"*/*": {"schema": BINARY}}
+    ranged = {**headers, "Content-Range": header("The bytes sent, e.g. `bytes 0-99/1000`.")}
+    answers = {
+        "200": answer("The file.", content, headers),
+        "206": answer("The requested range.", content, ranged),
+        "304": answer("Not modified (`If-None-Match` matched)."),
+    }
+    conditions = [
+        parameter("Range", "header", "One byte range, e.g. `bytes=0-99`.", {"type": "string"}),
+        parameter("If-Range", "header", "Honour `Range` only for this ETag.", {"type": "string"}),
+        parameter("If-None-Match", "header", "ETags the client has.", {"type": "string"}),
+    ]
+    summary = "The headers of a download" if head else "Download a file"
+    return operation(operation_id, summary, answers, tag=tag, errors=(400, 404, 416), parameters=conditions)
+
+
+def compat_paths() -> JSON:
+    op = functools.partial(operation, tag="compat")
+    filename = parameter(
+        "filename",
+        "path",
+        "A file name at the top of the workspace.",
+        {"type": "string", "minLength": 1},
+        required=True,
+        example="部门预算报告2023.xlsx",
+    )
+    listing = json_content({"type": "array", "items": schema("CompatFileEntry")})
+    return {
+        "/api/v1/files/list/{session_id}": session_item(
+            get=op(
+                "compatListFiles",
+                "The files at the top of the workspace",
+                {"200": answer("Files.", listing)},
+                errors=(404, 413),
+            ),
+        ),
+        "/api/v1/files/download/{session_id}/{filename}": {
+            "parameters": [ref("parameters", "SessionId"), filename],
+            "get": download_operation("compatDownloadFile", "compat"),
+        },
+        "/api/v1/files/upload/{session_id}": session_item(
+            post=op(
+                "compatUploadFile",
+                "Upload one file (multipart `file`) to the top of the workspace",
+                {"200": answer("The stored file.", json_content(schema("CompatFileEntry")))},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        ),
+    }
+
+
+def connection_paths() -> JSON:
+    connection = operation(
+        "getConnection",
+        "The kernel's Jupyter connection info (admin token only)",
+        {
+            "200": answer(
+                "As seen from the server host (IPC socket paths).", json_content(schema("Connection"))
+            )
+        },
+        tag="debug",
+        errors=(403, 404, 503),
+        description="For `workbench attach` or `jupyter console --existing` on the server host.",
+    )
+    return {"/api/v1/sessions/{session_id}/connection": session_item(get=connection)}
+
+
+# ---------------------------------------------------------------------------------------------- document
+
+
+@functools.cache
+def document() -> JSON:
+    """The whole document (built once; treat it as read-only)."""
+    paths: JSON = {}
+    for part in (
+        server_paths,
+        session_paths,
+        execute_paths,
+        websocket_paths,
+        file_paths,
+        compat_paths,
+        connection_paths,
+    ):
+        paths.update(part())
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Workbench",
+            "version": __version__,
+            "description": "Long-lived IPython kernels in locked-down containers, each with a workspace. "
+            'Every error answer is JSON: `{"error": {"code", "message"}}`.',
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": error_schema(),
+                **session_schemas(),
+                **execution_schemas(),
+                **file_schemas(),
+                **server_schemas(),
+            },
+            "parameters": parameters(),
+            "responses": error_responses(),
+            "securitySchemes": security_schemes(),
+        },
+    }
