@@ -108,3 +108,9 @@ def test_405_lists_the_allowed_methods(client: httpx.Client) -> None:
     assert_error(answer, 405)
     assert answer.headers["Allow"] == "GET"
     assert set(client.put("/api/v1/sessions").headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+def test_query_string_tokens_are_refused_outside_websockets(engineless: Server) -> None:
+    answer = httpx.get(f"{engineless.url}/api/v1/sessions?token={engineless.token}")
+    assert_error(answer, 401)
+    assert engineless.token not in engineless.log()
