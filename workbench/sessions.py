@@ -375,6 +375,7 @@ class SessionManager:
     async def _discard(self, session_id: str, status: str, reason: str | None = None) -> None:
         """Remove the kernel, the workspace and the runtime files; the row stays for audit."""
         kernel = self.kernels.pop(session_id, None)
+        self._owners.pop(session_id, None)
         if kernel is not None:
             await kernel.stop(remove=True, reason=status)
         else:

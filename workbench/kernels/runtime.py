@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
+DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
 
 
 class SessionKernel:
@@ -276,9 +277,7 @@ class SessionKernel:
                 continue
             if state is None or not state.running:
                 self._death = state.death_reason if state is not None else "removed"
-                message = (
-                    "the kernel ran out of memory" if self._death == "oom" else f"the kernel {self._death}"
-                )
+                message = DEATH_MESSAGES.get(self._death, "the kernel died")
                 execution.complete(
                     "error",
                     reason=self._death,
