@@ -143,6 +143,9 @@ def test_a_kernel_writing_2_gb_stops_at_the_quota(
         assert time.monotonic() < deadline, upload.text
         time.sleep(0.5)
     assert upload.status_code == 201, upload.text
+    while image.stat().st_blocks * 512 > 64 * 2**20:  # discard gives the freed blocks back to the host
+        assert time.monotonic() < deadline, image.stat().st_blocks
+        time.sleep(0.5)
 
 
 def test_other_sessions_are_untouched_by_a_full_workspace(
@@ -172,7 +175,7 @@ def test_the_runtime_directory_takes_a_few_kib_at_most(qapi: httpx.Client, qsess
     sid = qsession["id"]
     written, failure = fill(qapi, sid, "/run/workbench/junk", 2**20, chunk=1024, sync=True)
     assert failure == "ENOSPC"
-    assert written <= RUNTIME_BYTES
+    assert written <= RUNTIME_BYTES - 4096  # the connection file holds a page
     many = "import os\nfor i in range(1000):\n    os.mkdir(f'/run/workbench/d{i}')"
     assert run(qapi, sid, many)["status"] == "error"  # out of inodes
     assert run(qapi, sid, "print('still talking')")["stdout"] == "still talking\n"
