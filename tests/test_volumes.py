@@ -276,3 +276,17 @@ def test_the_file_system_offers_the_quota_and_release_removes_it(tmp_path: Path)
         assert volumes.images() == []
         workspace.rmdir()
         runtime.rmdir()
+
+
+def test_without_root_workspaces_are_plain_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    volumes = Volumes(tmp_path / "volumes", mode="loop", quota_bytes=2**20, owner=None)
+    assert not volumes.enabled
+    assert "only uploads are held to the quota" in caplog.text
+    (tmp_path / "w").mkdir()
+    (tmp_path / "r").mkdir()
+    volumes.provision("s", tmp_path / "w", tmp_path / "r")
+    assert volumes.images() == []
+    assert not os.path.ismount(tmp_path / "w")

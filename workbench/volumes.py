@@ -136,8 +136,11 @@ class Volumes:
         """Unmount both (lazily if busy) and delete the image; the directories themselves stay."""
         if not self.image_path(name).exists():
             return
-        for path in (runtime, workspace):
-            unmount(path)
+        try:
+            for path in (runtime, workspace):
+                unmount(path)
+        except (OSError, subprocess.SubprocessError) as exc:  # the image stays: the next start tries again
+            raise _failed("could not unmount the workspace file system", exc) from exc
         self.image_path(name).unlink(missing_ok=True)
 
 
