@@ -103,6 +103,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
     Option("max_sessions", int, "Most live sessions on this server."),
     Option(
+        "pool_size",
+        int,
+        "Warm kernels kept started and ready, so that a create only claims one (0 disables the pool).",
+    ),
+    Option(
         "allowed_origins",
         _words,
         "Origins (exact, or patterns like https://*.example.com) allowed on WebSockets.",
@@ -148,6 +153,7 @@ class Settings:
     max_upload_mb: int = 512
     workspace_quota_mb: int = 2048
     max_sessions: int = 64
+    pool_size: int = 2
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
