@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import docker
 import httpx
 
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, throwaway_server
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -74,28 +72,10 @@ def wait_for_pool(server: ServerProcess, size: int, timeout: float = 120) -> Non
 
 @contextlib.contextmanager
 def bench_server(pool_size: int, max_sessions: int) -> Iterator[ServerProcess]:
-    root = short_tmp()
     env = {"WORKBENCH_MAX_SESSIONS": str(max_sessions), "WORKBENCH_POOL_SIZE": str(pool_size)}
-    server = ServerProcess(root / "state", token="bench", env=env)
-    try:
-        server.start()
+    with throwaway_server(token="bench", env=env) as server:
         wait_for_pool(server, pool_size)
         yield server
-    finally:
-        server.stop()
-        remove_kernels(server)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def remove_kernels(server: ServerProcess) -> None:
-    """Whatever the run left (an interrupted bench): the server's kernel containers go."""
-    client = docker.from_env(timeout=60)
-    try:
-        for path in (server.state_dir / "workspaces").glob("session-*"):
-            with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_container(f"workbench-{path.name}", force=True)
-    finally:
-        client.close()
 
 
 def sequential(server: ServerProcess, count: int, pool_size: int) -> list[tuple[float, float, str]]:
