@@ -102,6 +102,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_upload_mb", int, "Largest uploaded file, in MiB."),
     Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
     Option("max_sessions", int, "Most live sessions on this server."),
+    Option("library_quota_mb", int, "Disk one tenant's file library may hold (allocated blocks), in MiB."),
     Option(
         "allowed_origins",
         _words,
@@ -148,6 +149,7 @@ class Settings:
     max_upload_mb: int = 512
     workspace_quota_mb: int = 2048
     max_sessions: int = 64
+    library_quota_mb: int = 1024
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
@@ -185,6 +187,10 @@ class Settings:
     @property
     def connections_dir(self) -> Path:
         return self.state_dir / "connections"
+
+    @property
+    def library_dir(self) -> Path:
+        return self.state_dir / "library"
 
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}

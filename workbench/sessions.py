@@ -22,7 +22,8 @@ from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
-from workbench.workspace import Workspace, wipe
+from workbench.library import Library, library_key
+from workbench.workspace import FileEntry, Workspace, wipe
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,16 @@ class SessionManager:
     def connection_path(self, session_id: str) -> Path:
         return self.settings.connections_dir / f"{session_id}.json"
 
+    def library_path(self, tenant: str) -> Path:
+        return self.settings.library_dir / library_key(tenant)
+
     def prepare_state_dir(self) -> None:
         for path, mode in (
             (self.settings.state_dir, 0o711),
             (self.settings.workspaces_dir, 0o711),
             (self.settings.runtime_dir, 0o711),
             (self.settings.connections_dir, 0o700),
+            (self.settings.library_dir, 0o711),
         ):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
@@ -134,6 +139,27 @@ class SessionManager:
                          max_upload_bytes=settings.max_upload_mb * 2**20,
                          allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
 
+    async def library(self, principal: Principal) -> Library:
+        """The caller's tenant library (made on first use), for file operations."""
+        return await self._library(principal.name)
+
+    async def _library(self, tenant: str) -> Library:
+        settings = self.settings
+        library = Library(self.library_path(tenant), quota_bytes=settings.library_quota_mb * 2**20,
+                          max_upload_bytes=settings.max_upload_mb * 2**20,
+                          allowed_extensions=settings.upload_extensions)  # fmt: skip
+        await self._blocking(None, library.ensure)
+        return library
+
+    async def publish(self, principal: Principal, session_id: str, path: str, target: str) -> FileEntry:
+        """Copy the file ``path`` of one of the caller's sessions to ``target`` in the caller's library."""
+        await self.check_access(session_id, principal)
+        workspace = await self.workspace(session_id)
+        library = await self.library(principal)
+        await self.touch(session_id, "file-publish", path)
+        entry: FileEntry = await self._blocking(None, library.publish, workspace, path, target)
+        return entry
+
     async def touch(self, session_id: str, kind: str, detail: str | None = None) -> None:
         """Record activity on a session (file operations, connections)."""
         await self.db.touch(session_id, kind, detail)
@@ -189,6 +215,7 @@ class SessionManager:
         try:
             await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
             await self._blocking(None, self._make_private_dir, kernel.request.runtime_dir, 0o700)
+            await self._library(row.tenant)
             await kernel.start()
         except BaseException as exc:
             await self._discard(row.id, "failed", reason=str(exc)[:200])
@@ -235,6 +262,7 @@ class SessionManager:
                 workspace=self.workspace_path(row.id),
                 runtime_dir=self.runtime_path(row.id),
                 limits=limits,
+                library=self.library_path(row.tenant),
             )
             kernel = SessionKernel(
                 request,
@@ -283,8 +311,10 @@ class SessionManager:
         kernel = self.kernels.get(session_id)
         if kernel is not None and kernel.state not in ("stopped", "dead"):
             return kernel  # the hot path: no database round trip
-        kernel = await self.session_kernel(session_id)
+        row = await self.get_live_row(session_id)
+        kernel = self._kernel_for(row)
         if kernel.state in ("stopped", "dead"):
+            await self._library(row.tenant)
             await kernel.ensure_running()
             await self._mark_ready(session_id, kernel)
         return kernel

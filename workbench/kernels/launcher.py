@@ -24,6 +24,7 @@ from docker.types import Mount
 
 from workbench.errors import EngineUnavailable, KernelFailed
 from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE
+from workbench.kernels.library_mount import library_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +60,8 @@ class LaunchRequest:
     workspace: Path
     runtime_dir: Path
     limits: ContainerLimits
+    library: Path | None = None
+    """The tenant's library directory, mounted read-only at ``/library`` (none: no ``/library``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +249,8 @@ class DockerLauncher(KernelLauncher):
             },
             "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         }
+        if request.library is not None:
+            options["mounts"].append(library_mount(request.library))
         if self.runtime:
             options["runtime"] = self.runtime
         return options
