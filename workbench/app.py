@@ -8,6 +8,7 @@ from tornado import web
 
 from workbench.auth import Authenticator
 from workbench.handlers import (
+    archive,
     base,
     compat,
     connection,
@@ -22,7 +23,7 @@ from workbench.handlers import (
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library)
+HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:
