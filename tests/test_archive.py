@@ -116,7 +116,7 @@ def many_entries(count: int) -> bytes:
     return buffer.getvalue()
 
 
-HOSTILE = {
+HOSTILE: dict[str, tuple[list[tuple[zipfile.ZipInfo | str, bytes]], int]] = {
     "zip-slip": ([("ok.txt", b"fine"), ("../evil.txt", b"x")], 400),
     "zip-slip-nested": ([("a/../../evil.txt", b"x")], 400),
     "absolute": ([("ok.txt", b"fine"), ("/tmp/evil.txt", b"x")], 400),
