@@ -744,6 +744,38 @@ def library_paths() -> JSON:
     }
 
 
+def archive_paths() -> JSON:
+    """Whole-workspace zip archives."""
+    folder = parameter("path", "query", "A folder of the workspace; default: all of it.", {"type": "string"})
+    placed = obj(
+        {
+            "files": {"type": "array", "items": schema("FileEntry")},
+            "count": {"type": "integer", "minimum": 0, "description": "Files extracted."},
+            "bytes": {"type": "integer", "minimum": 0},
+        },
+        required=("files", "count", "bytes"),
+    )
+    zipped = {"application/zip": {"schema": BINARY}}
+    download = operation(
+        "downloadArchive",
+        "The workspace (or a folder) as a zip, streamed; links and special files left out",
+        {"200": answer("The zip.", zipped, {"Content-Disposition": header("`attachment`.")})},
+        tag="files",
+        errors=(400, 404, 409),
+        parameters=[folder],
+    )
+    upload = operation(
+        "uploadArchive",
+        "Extract a zip into the workspace (or a folder), all or nothing",
+        {"201": answer("The top-level entries placed.", json_content(placed))},
+        tag="files",
+        errors=(400, 404, 409, 413),
+        parameters=[folder],
+        body={"required": True, "content": zipped},
+    )
+    return {"/api/v1/sessions/{session_id}/archive": session_item(get=download, post=upload)}
+
+
 def library_components() -> tuple[JSON, JSON]:
     """The schemas and parameters of :func:`library_paths`."""
     string = {"type": "string", "minLength": 1}
@@ -804,6 +836,7 @@ def document() -> JSON:
         compat_paths,
         connection_paths,
         library_paths,
+        archive_paths,
     ):
         paths.update(part())
     return {

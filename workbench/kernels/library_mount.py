@@ -18,6 +18,7 @@ it when the slot is recycled.  This needs the server to run as root in the engin
 
 In both cases the kernel (no capabilities, ``no-new-privileges``) can't remount or unmount ``/library``,
 and the files are owned by the server's user, not the kernel's, so even the file modes forbid writes.
+The functions here are blocking: run them on a thread.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _MOUNT_ATTR_LOCKED_DOWN = 0x1 | 0x2 | 0x4 | 0x8  # read-only, nosuid, nodev, noe
 _MS_BIND = 0x1000
 _MS_SHARED = 1 << 20
 _MNT_DETACH = 2
+_MNT_PLAIN = 0
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -79,7 +81,7 @@ def slot_mount(slot: Path) -> Mount:
 def prepare_slots(root: Path) -> None:
     """Make ``root`` (created if missing) a shared mount point, so mounts below it reach the containers."""
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
-    if not os.path.ismount(root):
+    if not _mounted_on(root):
         _check(_libc.mount(os.fsencode(root), os.fsencode(root), None, _MS_BIND, None), root)
     _check(_libc.mount(b"none", os.fsencode(root), None, _MS_SHARED, None), root)
 
@@ -105,9 +107,24 @@ def attach_library(slot: Path, library: Path) -> None:
 
 
 def detach_library(slot: Path) -> None:
-    """Unmount whatever library is mounted on ``slot`` (nothing if none is)."""
-    while os.path.ismount(slot):
-        _check(_libc.umount2(os.fsencode(slot), _MNT_DETACH), slot)
+    """Unmount whatever library is mounted on ``slot`` (nothing if none is), in the containers too.
+
+    A plain unmount, which propagates to the slot's containers; a lazy one would not, and would leave the
+    old tenant's library in them.  ``EBUSY`` (a process still uses it) is raised: such a slot must be
+    discarded with its container, never handed to another tenant.
+    """
+    while _mounted_on(slot):
+        _check(_libc.umount2(os.fsencode(slot), _MNT_PLAIN), slot)
+
+
+def _mounted_on(path: Path) -> bool:
+    """Whether something is mounted on ``path`` (``os.path.ismount`` misses binds within one file system)."""
+    with open("/proc/self/mountinfo", "rb") as table:
+        points = {line.split()[4] for line in table}
+    escaped = os.fsencode(path.absolute())
+    for char in b"\\ \t\n":
+        escaped = escaped.replace(bytes([char]), b"\\%03o" % char)
+    return escaped in points
 
 
 def _syscall(number: int, *args: object) -> int:
