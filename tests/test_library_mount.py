@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from workbench.image import default_image_name
 from workbench.kernels.library_mount import (
@@ -35,7 +36,7 @@ def root() -> Iterator[Path]:
     shutil.rmtree(top, ignore_errors=True)
 
 
-def shell(container: docker.models.containers.Container, script: str) -> tuple[int, str]:
+def shell(container: Container, script: str) -> tuple[int, str]:
     code, output = container.exec_run(["sh", "-c", script], user="1000:1000")
     return code, output.decode()
 
