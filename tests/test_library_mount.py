@@ -38,6 +38,8 @@ def root() -> Iterator[Path]:
 
 def shell(container: Container, script: str) -> tuple[int, str]:
     code, output = container.exec_run(["sh", "-c", script], user="1000:1000")
+    assert isinstance(code, int)
+    assert isinstance(output, bytes)
     return code, output.decode()
 
 
