@@ -361,8 +361,9 @@ class _Extraction:
             try:
                 self.workspace._adopt(fd, 0o664)
                 self._copy(info, fd, parts)
-                stamp = time.mktime((*info.date_time, 0, 0, -1))
-                os.utime(fd, (stamp, stamp))
+                with contextlib.suppress(OverflowError, ValueError, OSError):  # a nonsense date: "now"
+                    stamp = time.mktime((*info.date_time, 0, 0, -1))
+                    os.utime(fd, (stamp, stamp))
             finally:
                 os.close(fd)
 

@@ -771,7 +771,11 @@ def archive_paths() -> JSON:
         tag="files",
         errors=(400, 404, 409, 413),
         parameters=[folder],
-        body={"required": True, "content": zipped},
+        body={
+            "description": "A zip archive (any `Content-Type`).",
+            "required": True,
+            "content": {"application/octet-stream": {"schema": BINARY}},
+        },
     )
     return {"/api/v1/sessions/{session_id}/archive": session_item(get=download, post=upload)}
 
