@@ -42,8 +42,9 @@ expect.set_options(timeout=DEADLINE_MS)
 
 def test_the_page_ships_in_the_package() -> None:
     assert {"index.html", "main.js", "app.css", "frame.css", "ansi.js"} <= set(ASSETS)
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "static/*" in package_data["workbench"]
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "workbench.static" in setuptools["packages"]
+    assert {"*.html", "*.js", "*.css"} <= set(setuptools["package-data"]["workbench.static"])
     for name, asset in ASSETS.items():  # every module the page imports is shipped
         for imported in re.findall(rb'from "\./([\w.]+)"', asset.body):
             assert imported.decode() in ASSETS, (name, imported)
@@ -221,8 +222,8 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(files.get_by_role("list", name="Workspace files")).not_to_contain_text(renamed)
 
-    spin = run(page, "while True:\n    pass")
-    expect(spin).to_have_attribute("data-state", "running")
+    spin = run(page, "print('spinning', flush=True)\nwhile True:\n    pass")
+    expect(spin.locator(".stream.stdout")).to_have_text("spinning")  # the kernel is in the loop
     expect(spin.locator(".cell-status")).to_contain_text(re.compile(r"running \d"))
     page.get_by_role("button", name="Interrupt").click()
     expect(spin.locator(".traceback")).to_contain_text("KeyboardInterrupt")

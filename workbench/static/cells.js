@@ -194,6 +194,24 @@ export class Notebook {
     this.replayed = new Set(this.pending);
   }
 
+  /**
+   * The kernel is idle after a reconnect: executions that said nothing since then ended while the page
+   * was away (their `done` went to nobody). Their results are in the history.
+   */
+  settleMissed() {
+    for (const id of this.replayed) {
+      const cell = this.byRequest.get(id);
+      if (cell && this.pending.includes(id)) {
+        cell.startedAt = null;
+        cell.prompt.textContent = "[?]";
+        cell.setState("failed", "ended while the page was disconnected");
+      }
+      this.pending = this.pending.filter((pending) => pending !== id);
+    }
+    this.replayed.clear();
+    this.advance();
+  }
+
   onEvent(event) {
     if (!event.id || !(OUTPUT_EVENTS.has(event.type) || event.type === "done")) return false;
     let cell = this.byRequest.get(event.id);

@@ -51,7 +51,7 @@ export class HistoryPanel {
     const code = typeof entry.code === "string" ? entry.code : "";
     const number = entry.execution_count ?? entry.n ?? entry.number ?? "";
     const details = [
-      entry.status,
+      entry.reason && entry.reason !== entry.status ? `${entry.status} (${entry.reason})` : entry.status,
       typeof entry.duration_ms === "number" ? formatDuration(entry.duration_ms) : null,
     ].filter(Boolean);
     const when = entry.started_at || entry.created_at;

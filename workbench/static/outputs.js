@@ -110,7 +110,8 @@ export class OutputArea {
   addError(event) {
     const traceback = Array.isArray(event.traceback) ? event.traceback.join("\n") : "";
     const pre = h("pre", { class: "traceback" });
-    appendAnsi(pre, traceback || `${event.ename}: ${event.evalue}`);
+    const summary = event.ename ? `${event.ename}: ${event.evalue}` : String(event.message ?? "error");
+    appendAnsi(pre, traceback || summary);
     this.addNode(pre);
   }
 

@@ -58,7 +58,10 @@ export function renderSession(view, sessionId) {
     onState: (state, detail) => {
       link.textContent = state === "open" ? "live" : "reconnecting…";
       link.className = `badge state-${state === "open" ? "idle" : "restarting"}`;
-      if (state === "open" && detail.reconnected) notebook.expectReplay();
+      if (state === "open" && detail.reconnected) {
+        notebook.expectReplay();
+        setTimeout(poll, 1500);
+      }
       if (state === "closed") poll();
     },
   });
@@ -125,6 +128,7 @@ export function renderSession(view, sessionId) {
     if (gone) return;
     try {
       row = await api("GET", sessionUrl(sessionId));
+      if (row.kernel.state === "idle" && socket.open) notebook.settleMissed();
       if (["expired", "deleted", "failed"].includes(row.status)) {
         sessionGone(`This session is ${row.status}${row.status_reason ? `: ${row.status_reason}` : ""}. Go back to the sessions to start another.`);
       }
