@@ -125,6 +125,15 @@ def finished(cell: Any) -> None:
     expect(cell).to_have_attribute("data-state", re.compile("ok|failed"))
 
 
+def eventually(page: Any, condition: Any) -> None:
+    """Wait (with a deadline) for ``condition()`` to hold."""
+    for _ in range(DEADLINE_MS // 250):
+        if condition():
+            return
+        page.wait_for_timeout(250)
+    assert condition()
+
+
 def cleanup_sessions(server: Server, name: str) -> None:
     with server.client() as client:
         for session in client.get("/api/v1/sessions").json()["sessions"]:
@@ -279,7 +288,7 @@ from IPython.display import SVG, Javascript, HTML, display
 display(SVG('<svg xmlns="http://www.w3.org/2000/svg" onload="top.canary=5" width="40" height="40">'
             '<script>top.canary=6</script><rect width="40" height="40" fill="teal"/></svg>'))
 display(Javascript('top.canary = 7'))
-display(HTML('<script>top.canary=8</script><form action="/"><button>x</button></form>'))"""
+display(HTML('<script>top.canary=8</script><img src="http://198.51.100.7/beacon.png"><form><button>x</button></form>'))"""
 HOSTILE_CELLS = [PRINTED, DATAFRAMES, SVG_AND_SCRIPTS]
 
 
@@ -287,6 +296,8 @@ HOSTILE_CELLS = [PRINTED, DATAFRAMES, SVG_AND_SCRIPTS]
 def test_kernel_html_and_svg_never_run_script_in_the_page(
     page: Any, server: Server, session: dict[str, Any]
 ) -> None:
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     sign_in(page, server)
     page.goto(f"{server.url}/#/s/{session['id']}")
     expect(page.get_by_text("live", exact=True)).to_be_visible()
@@ -299,6 +310,8 @@ def test_kernel_html_and_svg_never_run_script_in_the_page(
     expect(cells[2].locator("iframe.html-output")).to_have_count(1)
     page.wait_for_timeout(1000)  # let any (wrongly) running script do its work before the canary is read
     assert page.evaluate("window.canary") is None
+    blocked = "'http://198.51.100.7/beacon.png' violates the following Content Security Policy"
+    eventually(page, lambda: any(blocked in text for text in console))  # the frames inherit the page's CSP
     sandboxes = page.locator("iframe").evaluate_all("frames => frames.map(f => f.getAttribute('sandbox'))")
     assert sandboxes == ["", "", "", ""]
     screenshot(page, "hostile-output")
