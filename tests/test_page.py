@@ -181,6 +181,15 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     finished(answer)
     expect(answer.locator(".cell-status")).to_contain_text(re.compile(r"done in \d"))
 
+    label = page.locator("section.cell").last.get_attribute("aria-label")
+    loop = page.get_by_role("region", name=label, exact=True)  # Shift+Enter moved the focus here: type
+    expect(loop.locator("textarea")).to_be_focused()
+    page.keyboard.type("for i in range(2):")
+    page.keyboard.press("Enter")  # keeps the block's indentation
+    page.keyboard.type("print(i)")
+    page.keyboard.press("Shift+Enter")
+    expect(loop.locator(".stream.stdout")).to_have_text(re.compile(r"^0\s+1\s*$"))
+
     chart = run(
         page, "import matplotlib.pyplot as plt\nplt.plot([3, 1, 4, 1, 5])\nplt.title('每月销售额（万元）')"
     )

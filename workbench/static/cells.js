@@ -67,8 +67,10 @@ class Cell {
     } else if (!event.altKey) {
       const { selectionStart: start, selectionEnd: end, value } = this.editor;
       const line = value.slice(value.lastIndexOf("\n", start - 1) + 1, start);
+      const text = `\n${nextIndent(line)}`;
       event.preventDefault();
-      this.editor.setRangeText(`\n${nextIndent(line)}`, start, end, "end");
+      // insertText keeps the browser's undo history; setRangeText where it is not supported
+      if (!document.execCommand("insertText", false, text)) this.editor.setRangeText(text, start, end, "end");
       this.grow();
     }
   }

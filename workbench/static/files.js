@@ -85,7 +85,7 @@ export class FilePanel {
     try {
       listInto(this.list, this.note, await this.page());
     } catch (error) {
-      if (error instanceof ApiError && error.status !== 404) this.fail(error);
+      if (error instanceof ApiError && ![0, 401, 404].includes(error.status)) this.fail(error); // said elsewhere
     }
   }
 

@@ -88,7 +88,7 @@ export function renderSessions(view) {
       empty.hidden = sessions.length > 0;
       table.hidden = sessions.length === 0;
     } catch (error) {
-      if (error.status !== 401) message.textContent = error.message;
+      if (error.status !== 401 && error.status !== 0) message.textContent = error.message; // 0: the banner says it
     }
   }
 
