@@ -190,9 +190,7 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     page.keyboard.press("Shift+Enter")
     expect(loop.locator(".stream.stdout")).to_have_text(re.compile(r"^0\s+1\s*$"))
 
-    chart = run(
-        page, "import matplotlib.pyplot as plt\nplt.plot([3, 1, 4, 1, 5])\nplt.title('每月销售额（万元）')"
-    )
+    chart = run(page, CHART)
     image = chart.locator("img.image-output")
     expect(image).to_be_visible()
     assert image.evaluate("img => img.complete && img.naturalWidth > 100")
@@ -206,6 +204,7 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     traceback = run(page, "def f():\n    raise ValueError('坏值')\nf()")
     expect(traceback.locator(".traceback .ansi-fg-1").first).to_be_visible()  # IPython's red, as spans
     expect(traceback.locator(".traceback")).to_contain_text("ValueError: 坏值")
+    finished(traceback)
     screenshot(page, "session-1280")
 
     files = page.get_by_role("region", name="Files")
@@ -265,6 +264,13 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     row.get_by_role("button", name=f"Delete {name}").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete session").click()
     expect(page.locator("tr", has_text=name)).to_have_count(0)
+
+
+CHART = """\
+import matplotlib.pyplot as plt
+plt.plot([3, 1, 4, 1, 5])
+plt.title('每月销售额（万元）')
+plt.show()"""
 
 
 def drop_refused_file(page: Any) -> None:
