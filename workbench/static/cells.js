@@ -245,9 +245,13 @@ export class Notebook {
     for (const cell of this.cells) cell.tick(now);
   }
 
-  /** Loading a past execution's code into a new cell (from the history). */
+  /** A past execution's code (from the history) in the last cell if it is blank, else in a new one. */
   insert(code) {
-    const cell = this.addCell(code);
+    const last = this.cells.at(-1);
+    const blank = last && !last.editor.readOnly && !last.requestId && !last.editor.value.trim();
+    const cell = blank ? last : this.addCell();
+    cell.editor.value = code;
+    cell.grow();
     cell.editor.focus();
     return cell;
   }
