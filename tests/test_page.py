@@ -346,12 +346,18 @@ def test_ansi_colours_become_spans_and_markup_stays_text(page: Any, server: Serv
           let state = appendAnsi(pre, '\\x1b[0;31mred<b>\\x1b[1;38;5;28m bold-green\\x1b');
           state = appendAnsi(pre, '[0m plain \\x1b[38;2;1;2;3mrgb\\x1b[K', state);
           const {segments} = parseAnsi('\\x1b[44mblue bg\\x1b[49m');
+          const {OutputArea} = await import('/static/outputs.js');
+          const area = new OutputArea(document.createElement('div'));
+          for (const text of ['start\\n', '10%\\r', '50%', '\\r100%', '\\r\\n', 'done\\n']) {
+            area.add({type: 'stream', name: 'stdout', text});
+          }
           return {
             html: pre.innerHTML,
             text: pre.textContent,
             classes: [...pre.children].map(s => s.className),
             colours: [...pre.children].map(s => s.style.color),
             bg: segments[0].style.bg,
+            progress: area.element.textContent,
           };
         }"""
     )
@@ -360,6 +366,7 @@ def test_ansi_colours_become_spans_and_markup_stays_text(page: Any, server: Serv
     assert spans["classes"] == ["ansi-fg-1", "ansi-bold", ""]
     assert spans["colours"] == ["", "rgb(0, 135, 0)", "rgb(1, 2, 3)"]
     assert spans["bg"] == {"cls": 4}
+    assert spans["progress"] == "start\n100%\ndone\n"  # a progress bar's rewrites, as a terminal shows them
 
 
 @pytest.mark.docker

@@ -93,10 +93,17 @@ export class OutputArea {
       this.addNode(block.pre);
       this.stream = block;
     }
-    block.raw += text;
     block.rewrites ||= LONE_CR.test(text);
-    if (block.rewrites) block.pre.replaceChildren(...segmentNodes(parseAnsi(collapseCarriageReturns(block.raw)).segments));
-    else block.state = appendAnsi(block.pre, text, block.state);
+    if (!block.rewrites) {
+      block.state = appendAnsi(block.pre, text, block.state);
+      block.raw += text;
+      return;
+    }
+    // A progress bar rewriting its line: keep only what shows (and a trailing \r, which the next chunk
+    // overwrites), so a long run of rewrites costs what the visible text costs.
+    const raw = block.raw + text;
+    block.raw = collapseCarriageReturns(raw) + (raw.endsWith("\r") ? "\r" : "");
+    block.pre.replaceChildren(...segmentNodes(parseAnsi(block.raw).segments));
   }
 
   showHiddenNotice() {
