@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +98,22 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], errors  # no uncaught exception in the page's own code
 
 
-def screenshot(page: Any, name: str) -> None:
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print past pytest's capture: the artefacts' paths and the figures show in every run."""
+
+    def say(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n[page] {line}", end="")
+
+    return say
+
+
+def screenshot(page: Any, name: str, report: Callable[[str], None]) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    report(f"screenshot: {path}")
 
 
 def sign_in(page: Any, server: Server) -> None:
@@ -142,14 +153,16 @@ def cleanup_sessions(server: Server, name: str) -> None:
 
 
 @pytest.mark.docker
-def test_first_load_is_small_and_a_wrong_token_says_so(page: Any, server: Server) -> None:
+def test_first_load_is_small_and_a_wrong_token_says_so(
+    page: Any, server: Server, report: Callable[[str], None]
+) -> None:
     sizes: list[int] = []
     page.on("requestfinished", lambda request: sizes.append(sum(request.sizes().values())))
     page.goto(f"{server.url}/")
     expect(page.get_by_label("API token")).to_be_focused()
     page.wait_for_load_state("networkidle")
     total = sum(sizes)
-    print(f"first load: {len(sizes)} requests, {total / 1024:.1f} KB transferred")
+    report(f"first load: {len(sizes)} requests, {total / 1024:.1f} KB transferred")
     assert total < FIRST_LOAD_BUDGET
     page.get_by_label("API token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
@@ -158,15 +171,15 @@ def test_first_load_is_small_and_a_wrong_token_says_so(page: Any, server: Server
 
 
 @pytest.mark.docker
-def test_work_in_a_session_from_the_page(page: Any, server: Server) -> None:
+def test_work_in_a_session_from_the_page(page: Any, server: Server, report: Callable[[str], None]) -> None:
     name = "page-test-flow"
     try:
-        work_in_a_session(page, server, name)
+        work_in_a_session(page, server, name, report)
     finally:
         cleanup_sessions(server, name)
 
 
-def work_in_a_session(page: Any, server: Server, name: str) -> None:
+def work_in_a_session(page: Any, server: Server, name: str, report: Callable[[str], None]) -> None:
     sign_in(page, server)
     assert server.token not in page.url
     page.get_by_label("Name").fill(name)
@@ -205,7 +218,7 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     expect(traceback.locator(".traceback .ansi-fg-1").first).to_be_visible()  # IPython's red, as spans
     expect(traceback.locator(".traceback")).to_contain_text("ValueError: 坏值")
     finished(traceback)
-    screenshot(page, "session-1280")
+    screenshot(page, "session-1280", report)
 
     files = page.get_by_role("region", name="Files")
     csv_name, renamed = "部门预算报告2023.csv", "预算-已审核.csv"
@@ -251,16 +264,16 @@ def work_in_a_session(page: Any, server: Server, name: str) -> None:
     expect(page.get_by_role("alert").filter(has_text="restarted")).to_be_visible()
     after = run(page, "print('x' in globals())")
     expect(after.locator(".stream.stdout")).to_have_text("False")
-    screenshot(page, "session-1280-end")
+    screenshot(page, "session-1280-end", report)
 
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
-    screenshot(page, "session-390")
+    screenshot(page, "session-390", report)
 
     page.get_by_role("link", name="← Sessions").click()
     row = page.locator("tr", has_text=name)
     expect(row).to_contain_text("ready")
-    screenshot(page, "sessions-390")
+    screenshot(page, "sessions-390", report)
     row.get_by_role("button", name=f"Delete {name}").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete session").click()
     expect(page.locator("tr", has_text=name)).to_have_count(0)
@@ -309,7 +322,7 @@ HOSTILE_CELLS = [PRINTED, DATAFRAMES, SVG_AND_SCRIPTS]
 
 @pytest.mark.docker
 def test_kernel_html_and_svg_never_run_script_in_the_page(
-    page: Any, server: Server, session: dict[str, Any]
+    page: Any, server: Server, session: dict[str, Any], report: Callable[[str], None]
 ) -> None:
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
@@ -329,7 +342,7 @@ def test_kernel_html_and_svg_never_run_script_in_the_page(
     eventually(page, lambda: any(blocked in text for text in console))  # the frames inherit the page's CSP
     sandboxes = page.locator("iframe").evaluate_all("frames => frames.map(f => f.getAttribute('sandbox'))")
     assert sandboxes == ["", "", "", ""]
-    screenshot(page, "hostile-output")
+    screenshot(page, "hostile-output", report)
 
     with server.client() as client:  # the session goes away behind the page's back
         assert client.delete(f"/api/v1/sessions/{session['id']}").status_code == 204
