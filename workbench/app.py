@@ -17,13 +17,14 @@ from workbench.handlers import (
     library,
     metrics,
     openapi,
+    page,
     sessions,
     ws,
 )
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive)
+HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive, page)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

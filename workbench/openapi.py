@@ -491,6 +491,10 @@ Server -> client (`id` = the execute request's id):
 - `{"type": "error", "code", "message"}` without `id` for a bad frame (the socket stays open).
 
 Every client connected to the same session sees every execution's events (shared view).
+
+Browsers, which cannot send `Authorization` on a WebSocket, may offer the subprotocols `workbench.v1` and
+`workbench.bearer.<the token in unpadded base64url>` (the server answers `workbench.v1`) instead of `?token=`.
+Pages of this server connect from any origin it is reached by; other origins need `WORKBENCH_ALLOWED_ORIGINS`.
 """
 
 
@@ -824,6 +828,34 @@ def connection_paths() -> JSON:
     return {"/api/v1/sessions/{session_id}/connection": session_item(get=connection)}
 
 
+def page_paths() -> JSON:
+    op = functools.partial(operation, tag="page", public=True)
+    text = {"schema": {"type": "string"}}
+    name = parameter(
+        "name",
+        "path",
+        "A file of the page (a JavaScript module or a stylesheet).",
+        {"type": "string", "minLength": 1},
+        required=True,
+        example="main.js",
+    )
+    asset = {
+        "200": answer(
+            "The file.",
+            {"text/javascript": text, "text/css": text, "text/html": text},
+            {"ETag": header("Its version.")},
+        ),
+        "304": answer("Not modified (`If-None-Match` matched)."),
+    }
+    return {
+        "/": {"get": op("page", "The built-in web page", {"200": answer("The page.", {"text/html": text})})},
+        "/static/{name}": {
+            "parameters": [name],
+            "get": op("pageFile", "A file of the built-in web page", asset, errors=(404,)),
+        },
+    }
+
+
 # ---------------------------------------------------------------------------------------------- document
 
 
@@ -841,6 +873,7 @@ def document() -> JSON:
         connection_paths,
         library_paths,
         archive_paths,
+        page_paths,
     ):
         paths.update(part())
     return {
