@@ -12,16 +12,19 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench import metrics
+from workbench import metrics, variables
 from workbench.auth import Principal
+from workbench.changes import ChangeLimits
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
-from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.errors import Conflict, Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.history import HistoryLog, kept_outputs
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
+from workbench.runinfo import Meters, RunInfo
 from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class SessionManager:
         self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
+        self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
+        self._meters = Meters()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -298,26 +303,69 @@ class SessionManager:
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
+        files: bool = True,
     ) -> ExecutionResult:
+        """Run ``code``; ``files=False`` skips the run's file change-set."""
         timeout = self.execute_timeout(timeout)
         kernel = await self.kernel(session_id)
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        info = self._run_info(session_id, kernel, files)
+        execution = await kernel.execute(
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info
+        )
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         finished = utcnow()
         error = result.error or {}
-        # One write per execution, off the hot path (the database worker keeps them in order).
-        self._spawn(self.db.add_execution(ExecutionRow(
+        # One write per execution, batched off the hot path (the history writer keeps them in order).
+        self.history.record(ExecutionRow(
             id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
             status=result.status, execution_count=result.execution_count,
             started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
             duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,
-            error_name=error.get("ename"), error_value=error.get("evalue"),
-        )))  # fmt: skip
+            error_name=error.get("ename"), error_value=error.get("evalue"), n=result.n,
+            reason=result.reason and result.reason[:200], files=result.files, resources=result.resources,
+            outputs=kept_outputs(execution), outputs_cut=result.truncated,
+        ))  # fmt: skip
         return result
+
+    def _run_info(self, session_id: str, kernel: SessionKernel, files: bool) -> RunInfo:
+        settings = self.settings
+        limits = ChangeLimits(
+            max_files=settings.changes_max_files,
+            max_entries=settings.changes_max_entries,
+            hash_max_bytes=settings.changes_hash_kb * 1024,
+        )
+        return RunInfo(
+            session_id,
+            history=self.history,
+            meters=self._meters,
+            workspace=self.workspace_path(session_id),
+            limits=limits if files and settings.changes else None,
+            memory_limit_mb=kernel.request.limits.memory_mb,
+        )
+
+    async def variables(self, session_id: str, *, limit: int, wait: float) -> dict[str, Any]:
+        """The kernel's user namespace (see ``workbench.variables``); a stopped kernel has none.
+
+        Waits at most ``wait`` seconds for the running execution to end (else 409 ``kernel-busy``).
+        """
+        await self.get_live_row(session_id)
+        kernel = self.kernels.get(session_id)
+        expressions = {"variables": variables.expression(limit)}
+        try:
+            reply = None if kernel is None else await kernel.inspect(expressions, wait=wait, timeout=10)
+        except TimeoutError:
+            msg = f"the kernel was still busy after {wait:g} s; try again when it is idle"
+            raise Conflict(msg, code="kernel-busy", headers={"Retry-After": "5"}) from None
+        if reply is None:
+            return {"variables": [], "count": 0, "truncated": False, "partial": False, "kernel": "stopped"}
+        answer = variables.parse(reply)
+        count = reply.get("content", {}).get("execution_count")
+        answer["execution_count"] = count if isinstance(count, int) else None
+        return answer
 
     def execute_timeout(self, requested: float | None) -> float:
         if requested is None:
@@ -438,6 +486,7 @@ class SessionManager:
             await self.launcher.remove(kernel_id)
 
     async def close(self, *, stop_kernels: bool) -> None:
+        await self.history.flush()
         for session_id, kernel in list(self.kernels.items()):
             try:
                 if stop_kernels:
