@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SESSION_ID_PREFIX = "session-"
 CULLED = "idle-culled"
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
+VARIABLES_TIMEOUT = 10.0  # seconds the kernel gets to list its variables before it is interrupted
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -356,7 +357,11 @@ class SessionManager:
         kernel = self.kernels.get(session_id)
         expressions = {"variables": variables.expression(limit)}
         try:
-            reply = None if kernel is None else await kernel.inspect(expressions, wait=wait, timeout=10)
+            reply = (
+                None
+                if kernel is None
+                else await kernel.inspect(expressions, wait=max(wait, 0.1), timeout=VARIABLES_TIMEOUT)
+            )
         except TimeoutError:
             msg = f"the kernel was still busy after {wait:g} s; try again when it is idle"
             raise Conflict(msg, code="kernel-busy", headers={"Retry-After": "5"}) from None
