@@ -14,7 +14,9 @@ import nbformat
 import pytest
 
 from tests.conftest import Server, run
+from tests.test_cli import cli
 from tests.wsclient import connect, execute, of, receive
+from workbench.client import Workbench
 
 pytestmark = pytest.mark.docker
 
@@ -282,3 +284,42 @@ async def test_variables_wait_for_a_running_execution_and_scale(
         assert busy.json()["error"]["code"] == "kernel-busy"
         waited = await asyncio.to_thread(api.get, f"/api/v1/sessions/{sid}/variables", params={"wait": 30})
         assert waited.status_code == 200
+
+
+def test_client_and_cli(server: Server, session: dict[str, Any]) -> None:
+    with Workbench(server.url, server.token) as wb:
+        client_session = wb.session(session["id"])
+        made = client_session.run(
+            "import pandas as pd\nsales = pd.DataFrame({'月': [1, 2]})\nsales.to_csv('s.csv')"
+        )
+        assert made.created_files == ["s.csv"]
+        assert made.files is not None
+        assert made.files["created"][0]["mime"] == "text/csv"
+        assert made.resources is not None
+        assert made.resources["memory_limit_mb"] == 512
+        assert client_session.run("1", files=False).files is None
+        history = client_session.history(limit=1)
+        assert [run["n"] for run in history] == [2]
+        assert client_session.execution(1)["code"].startswith("import pandas")
+        notebook = nbformat.reads(client_session.notebook(), as_version=4)
+        assert len(notebook.cells) == 2
+        variables = client_session.variables()
+        assert {v["name"] for v in variables["variables"]} == {"sales"}
+        client_session.restart()
+        events: list[dict[str, Any]] = []
+        summary = client_session.replay(on_output=events.append)
+        assert summary["status"] == "ok"
+        assert summary["replayed"] == 2
+        assert any(event["type"] == "done" for event in events)
+        assert client_session.run("print(sales.shape)").stdout == "(2, 1)\n"
+        executed = client_session.run_notebook(client_session.notebook())
+        assert executed["metadata"]["workbench"]["status"] == "ok"
+
+    exported = cli(server, "notebook", session["id"])
+    assert exported.returncode == 0, exported.stderr
+    nbformat.validate(nbformat.reads(exported.stdout, as_version=4))
+    listed = cli(server, "vars", session["id"])
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "TYPE", "SIZE", "SHAPE", "VALUE"]
+    assert "sales" in listed.stdout
+    assert "月:int64" in listed.stdout
