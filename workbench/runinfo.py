@@ -38,6 +38,39 @@ class Meters:
         return self._found[kernel_id]
 
 
+class LastSnapshots:
+    """The workspace snapshot each session's last run ended with, the start of its next run.
+
+    So a run costs one scan of the workspace, not two, and what the kernel changes between runs (a
+    background thread) is reported with the next run instead of never.  A file operation of the API
+    forgets the session's snapshot (its changes are not the kernel's), and a snapshot taken while one
+    was under way is not kept.  Used from worker threads: plain dict operations only.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, Snapshot] = {}
+        self._generation: dict[str, int] = {}
+
+    def take(self, session_id: str) -> Snapshot | None:
+        return self._last.pop(session_id, None)
+
+    def generation(self, session_id: str) -> int:
+        return self._generation.get(session_id, 0)
+
+    def keep(self, session_id: str, taken: Snapshot, generation: int) -> None:
+        if taken.complete and self.generation(session_id) == generation:
+            self._last[session_id] = taken
+
+    def forget(self, session_id: str) -> None:
+        self._generation[session_id] = self.generation(session_id) + 1
+        self._last.pop(session_id, None)
+
+    def drop(self, session_id: str) -> None:
+        """The session is gone."""
+        self._generation.pop(session_id, None)
+        self._last.pop(session_id, None)
+
+
 class RunInfo:
     """The :class:`~workbench.kernels.runtime.RunHooks` of one run."""
 
@@ -47,6 +80,7 @@ class RunInfo:
         *,
         history: HistoryLog,
         meters: Meters,
+        snapshots: LastSnapshots,
         workspace: Path,
         limits: ChangeLimits | None,
         memory_limit_mb: int,
@@ -54,6 +88,7 @@ class RunInfo:
         self.session_id = session_id
         self.history = history
         self.meters = meters
+        self.snapshots = snapshots
         self.workspace = workspace
         self.limits = limits
         self.memory_limit_mb = memory_limit_mb
@@ -74,7 +109,8 @@ class RunInfo:
         if self._meter is not None:
             self._reading = self._meter.begin()
         if self.limits is not None:
-            self._before = snapshot(self.workspace, self.limits.max_files)
+            last = self.snapshots.take(self.session_id)
+            self._before = last if last is not None else snapshot(self.workspace, self.limits.max_files)
 
     async def after(self, execution: Execution) -> None:
         result = execution.result
@@ -97,6 +133,8 @@ class RunInfo:
                 resources = measured
         files = None
         if self.limits is not None and self._before is not None:
+            generation = self.snapshots.generation(self.session_id)
             after = snapshot(self.workspace, self.limits.max_files)
             files = diff(self.workspace, self._before, after, self.limits)
+            self.snapshots.keep(self.session_id, after, generation)
         return files, resources

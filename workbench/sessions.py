@@ -24,7 +24,7 @@ from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
-from workbench.runinfo import Meters, RunInfo
+from workbench.runinfo import LastSnapshots, Meters, RunInfo
 from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class SessionManager:
         self._background: set[asyncio.Task[Any]] = set()
         self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
         self._meters = Meters()
+        self._snapshots = LastSnapshots()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -135,6 +136,7 @@ class SessionManager:
     async def workspace(self, session_id: str) -> Workspace:
         """The session's workspace, for file operations (a stopped session's files are still there)."""
         await self.get_live_row(session_id)
+        self._snapshots.forget(session_id)  # the next run's change-set starts from a fresh scan
         settings = self.settings
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
@@ -343,6 +345,7 @@ class SessionManager:
             session_id,
             history=self.history,
             meters=self._meters,
+            snapshots=self._snapshots,
             workspace=self.workspace_path(session_id),
             limits=limits if files and settings.changes else None,
             memory_limit_mb=kernel.request.limits.memory_mb,
@@ -429,6 +432,7 @@ class SessionManager:
         """Remove the kernel, the workspace and the runtime files; the row stays for audit."""
         kernel = self.kernels.pop(session_id, None)
         self._owners.pop(session_id, None)
+        self._snapshots.drop(session_id)
         if kernel is not None:
             await kernel.stop(remove=True, reason=status)
         else:
