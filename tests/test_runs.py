@@ -78,6 +78,19 @@ async def test_an_analysis_reports_exactly_the_files_it_made(
     assert run(api, sid, "1", files=False)["files"] is None
 
 
+def test_kernel_writes_between_runs_come_with_the_next_run_and_uploads_never(
+    api: httpx.Client, session: dict[str, Any]
+) -> None:
+    sid = session["id"]
+    later = "import threading\nthreading.Timer(0.3, lambda: open('late.txt', 'w').write('x')).start()"
+    assert run(api, sid, later)["files"]["created"] == []
+    waited = run(api, sid, "import time\ntime.sleep(1)")  # the timer fired before or during this run
+    assert [entry["path"] for entry in waited["files"]["created"]] == ["late.txt"]
+    assert api.put(f"/api/v1/sessions/{sid}/files/上传.csv", content=b"a,b\n1,2\n").status_code == 201
+    after_upload = run(api, sid, "open('mine.txt', 'w').write('m')")
+    assert [entry["path"] for entry in after_upload["files"]["created"]] == ["mine.txt"]
+
+
 def test_links_planted_by_the_kernel_are_not_followed(api: httpx.Client, session: dict[str, Any]) -> None:
     code = "import os\nos.symlink('/etc', 'etc')\nos.symlink('/etc/passwd', 'passwd')\nos.mkfifo('pipe')"
     result = run(api, session["id"], code)
