@@ -66,6 +66,10 @@ class HistoryLog:
         self._next[session_id] = n + 1
         return n
 
+    def forget(self, session_id: str) -> None:
+        """The session is gone: drop its counter (its rows stay for audit)."""
+        self._next.pop(session_id, None)
+
     def record(self, row: ExecutionRow) -> None:
         """Queue a finished run for writing (returns at once)."""
         self._pending.append(row)

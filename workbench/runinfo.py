@@ -20,6 +20,8 @@ from workbench.kernels.resources import CgroupMeter, Reading, unmeasured
 
 log = logging.getLogger(__name__)
 
+KEEP_MAX_FILES = 10_000
+
 
 class Meters:
     """The cgroup meter of each kernel container, found once."""
@@ -44,7 +46,9 @@ class LastSnapshots:
     So a run costs one scan of the workspace, not two, and what the kernel changes between runs (a
     background thread) is reported with the next run instead of never.  A file operation of the API
     forgets the session's snapshot (its changes are not the kernel's), and a snapshot taken while one
-    was under way is not kept.  Used from worker threads: plain dict operations only.
+    was under way is not kept.  Used from worker threads: plain dict operations only.  Snapshots of more
+    than ``KEEP_MAX_FILES`` files are not kept (memory: about 300 bytes a file), so bigger workspaces pay
+    two scans per run.
     """
 
     def __init__(self) -> None:
@@ -58,7 +62,11 @@ class LastSnapshots:
         return self._generation.get(session_id, 0)
 
     def keep(self, session_id: str, taken: Snapshot, generation: int) -> None:
-        if taken.complete and self.generation(session_id) == generation:
+        if (
+            taken.complete
+            and len(taken.files) <= KEEP_MAX_FILES
+            and self.generation(session_id) == generation
+        ):
             self._last[session_id] = taken
 
     def forget(self, session_id: str) -> None:

@@ -433,6 +433,7 @@ class SessionManager:
         kernel = self.kernels.pop(session_id, None)
         self._owners.pop(session_id, None)
         self._snapshots.drop(session_id)
+        self.history.forget(session_id)
         if kernel is not None:
             await kernel.stop(remove=True, reason=status)
         else:
