@@ -4,12 +4,16 @@ outputs within the session's budget."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 
+from tests.test_db import _postgres_url
+from tests.test_db import database as database  # the SQLite and PostgreSQL fixture
 from workbench.db import migrate
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
@@ -18,8 +22,16 @@ from workbench.history import HistoryLog, detail, summary
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
-def test_0003_numbers_older_runs_per_session_in_start_order(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path}/old.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/old.db" if request.param == "sqlite" else _postgres_url()
+    db = Database(url)
+    yield db
+    db.close()
+
+
+def test_0003_numbers_older_runs_per_session_in_start_order(empty_database: Database) -> None:
+    database = empty_database
     config = migrate._alembic_config(database.engine)
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -38,7 +50,7 @@ def test_0003_numbers_older_runs_per_session_in_start_order(tmp_path: Path) -> N
             connection.execute(
                 text(
                     "INSERT INTO executions (id, session_id, source, code, status, started_at, output_bytes, "
-                    "truncated) VALUES (:id, :sid, 'rest', 'x', 'ok', :at, 0, 0)"
+                    "truncated) VALUES (:id, :sid, 'rest', 'x', 'ok', :at, 0, false)"
                 ),
                 {"id": eid, "sid": sid, "at": f"2026-11-01 00:00:0{started}"},
             )
@@ -46,7 +58,6 @@ def test_0003_numbers_older_runs_per_session_in_start_order(tmp_path: Path) -> N
     with database.engine.connect() as connection:
         numbers = {eid: n for eid, n in connection.execute(text("SELECT id, n FROM executions"))}
     assert numbers == {"a": 1, "b": 2, "d": 3, "c": 1}
-    database.close()
 
 
 def _run(session_id: str, n: int, outputs: list[dict[str, Any]] | None, source: str = "rest") -> ExecutionRow:
@@ -58,9 +69,7 @@ def _run(session_id: str, n: int, outputs: list[dict[str, Any]] | None, source: 
     )  # fmt: skip
 
 
-async def test_history_numbers_batches_pages_and_cuts_the_oldest_outputs(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path}/h.db")
-    database.upgrade()
+async def test_history_numbers_batches_pages_and_cuts_the_oldest_outputs(database: Database) -> None:
     now = utcnow()
     await database.add_session(
         SessionRow(
@@ -101,4 +110,3 @@ async def test_history_numbers_batches_pages_and_cuts_the_oldest_outputs(tmp_pat
     assert huge.outputs is None
     assert huge.outputs_cut is True
     assert await HistoryLog(database, budget_bytes=10).next_n("s") == 6  # numbering survives a restart
-    database.close()
