@@ -9,11 +9,12 @@ import json
 import time
 from typing import Any
 
+import docker
 import httpx
 import nbformat
 import pytest
 
-from tests.conftest import Server, run
+from tests.conftest import Server, run, running_server
 from tests.test_cli import cli
 from tests.wsclient import connect, execute, of, receive
 from workbench.client import Workbench
@@ -336,3 +337,18 @@ def test_client_and_cli(server: Server, session: dict[str, Any]) -> None:
     assert listed.stdout.splitlines()[0].split() == ["NAME", "TYPE", "SIZE", "SHAPE", "VALUE"]
     assert "sales" in listed.stdout
     assert "月:int64" in listed.stdout
+
+
+def test_replay_after_an_idle_cull_rebuilds_the_variables(engine: docker.DockerClient) -> None:
+    env = {"WORKBENCH_REAP_INTERVAL": "1", "WORKBENCH_IDLE_TIMEOUT": "3", "WORKBENCH_EXPIRING_NOTICE": "1"}
+    with running_server(engine=engine, env=env) as server, server.client() as api:
+        sid = api.post("/api/v1/sessions", json={"memory_mb": 512}).json()["id"]
+        run(api, sid, "import pandas as pd\ndf = pd.DataFrame({'城市': ['上海', '北京'], 'n': [1, 2]})")
+        deadline = time.monotonic() + 30
+        while api.get(f"/api/v1/sessions/{sid}").json()["status"] != "stopped":
+            assert time.monotonic() < deadline, "the idle kernel was not culled"
+            time.sleep(0.25)
+        assert api.get(f"/api/v1/sessions/{sid}/variables").json()["variables"] == []  # no kernel runs
+        summary = api.post(f"/api/v1/sessions/{sid}/replay").json()
+        assert (summary["status"], summary["replayed"]) == ("ok", 1)
+        assert run(api, sid, "print(df['城市'].tolist())")["stdout"] == "['上海', '北京']\n"
