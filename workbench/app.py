@@ -18,13 +18,27 @@ from workbench.handlers import (
     metrics,
     openapi,
     page,
+    runs,
     sessions,
     ws,
 )
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive, page)
+HANDLER_MODULES = (
+    health,
+    metrics,
+    sessions,
+    ws,
+    connection,
+    files,
+    compat,
+    openapi,
+    library,
+    archive,
+    runs,
+    page,
+)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

@@ -205,6 +205,7 @@ def execution_schemas() -> JSON:
                 "exclusiveMinimum": 0,
                 "description": "Seconds; capped by the server; `null`: the server's default.",
             },
+            "files": {"type": "boolean", "default": True, "description": "`false`: no file change-set."},
         },
         required=("code",),
     )
@@ -227,6 +228,9 @@ def execution_schemas() -> JSON:
             "duration_ms": {"type": "integer", "minimum": 0},
             "truncated": {"type": "boolean", "description": "Output beyond the server's limit was cut."},
             "reason": {"type": ["string", "null"], "description": "Why the status was set by the server."},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "n": {"type": ["integer", "null"], "description": "The run's number in the session's history."},
         },
         required=("status", "execution_count", "stdout", "stderr", "outputs", "error", "duration_ms"),
     )
@@ -856,6 +860,216 @@ def page_paths() -> JSON:
     }
 
 
+# ------------------------------------------------------------------------------------ runs and state
+
+
+def run_schemas() -> JSON:
+    nullable_number = {"type": ["number", "null"]}
+    change = obj(
+        {
+            "path": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0},
+            "mime": {"type": ["string", "null"]},
+            "sha256": {"type": "string", "description": "For files up to `WORKBENCH_CHANGES_HASH_KB`."},
+        },
+        required=("path", "size", "mime"),
+    )
+    entries = {"type": "array", "items": change}
+    change_set = obj(
+        {
+            "created": entries,
+            "modified": entries,
+            "deleted": entries,
+            "truncated": {"type": "boolean", "description": "More entries than listed; see `counts`."},
+            "counts": {"type": ["object", "null"]},
+            "reason": {"type": "string", "description": "Why the workspace was not scanned."},
+        },
+        required=("created", "modified", "deleted", "truncated"),
+        description="Regular files of `/data` the run created, modified or deleted (links not followed).",
+    )
+    resources = obj(
+        {
+            "peak_memory_mb": nullable_number,
+            "cpu_seconds": nullable_number,
+            "memory_limit_mb": {"type": ["integer", "null"]},
+            "peak_scope": {"enum": ["run", "kernel", None]},
+        },
+        required=("peak_memory_mb", "cpu_seconds", "memory_limit_mb"),
+    )
+    summary = obj(
+        {
+            "n": {"type": "integer"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "code": {"type": "string"},
+            "status": {"enum": list(EXECUTION_STATUSES)},
+            "reason": {"type": ["string", "null"]},
+            "execution_count": {"type": ["integer", "null"]},
+            "started_at": TIMESTAMP,
+            "finished_at": {"type": ["string", "null"]},
+            "duration_ms": {"type": ["integer", "null"]},
+            "output_bytes": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "error": {"type": ["object", "null"]},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "outputs_kept": {"type": "boolean"},
+        },
+        required=("n", "code", "status", "started_at", "duration_ms", "output_bytes", "files"),
+    )
+    page = obj(
+        {
+            "executions": {"type": "array", "items": schema("ExecutionSummary")},
+            "next": {"type": ["integer", "null"], "description": "Pass as `before` for the next page."},
+        },
+        required=("executions", "next"),
+    )
+    detail = {
+        "allOf": [
+            schema("ExecutionSummary"),
+            obj(
+                {
+                    "stdout": {"type": "string"},
+                    "stderr": {"type": "string"},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                    "events": {"type": "array", "items": {"type": "object"}},
+                    "outputs_cut": {"type": "boolean", "description": "The outputs were not (all) kept."},
+                },
+                required=("stdout", "stderr", "outputs", "outputs_cut"),
+            ),
+        ]
+    }
+    variable = obj(
+        {
+            "name": {"type": "string"},
+            "type": {"type": "string"},
+            "repr": {"type": ["string", "null"]},
+            "size": {"type": ["integer", "null"]},
+            "len": {"type": "integer"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "dtype": {"type": "string"},
+            "columns": {"type": "array", "items": {"type": "object"}},
+        },
+        required=("name", "type", "repr", "size"),
+    )
+    variables = obj(
+        {
+            "variables": {"type": "array", "items": variable},
+            "count": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "partial": {"type": "boolean", "description": "Some variables got no `repr` (time budget)."},
+            "execution_count": {"type": ["integer", "null"]},
+        },
+        required=("variables", "count", "truncated"),
+    )
+    replay = obj(
+        {
+            "from": {"type": "integer", "minimum": 1, "description": "First execution number to replay."},
+            "restart": {"type": "boolean", "default": False, "description": "Restart the kernel first."},
+            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        },
+        closed=True,
+    )
+    return {
+        "ChangeSet": change_set,
+        "Resources": resources,
+        "ExecutionSummary": summary,
+        "ExecutionPage": page,
+        "ExecutionDetail": detail,
+        "Variables": variables,
+        "ReplayRequest": replay,
+    }
+
+
+def run_paths() -> JSON:
+    op = functools.partial(operation, tag="runs")
+    notebook = {"application/x-ipynb+json": {"schema": {"type": "object"}}}
+    number = parameter(
+        "n", "path", "The run's number in the session.", {"type": "integer", "minimum": 1}, required=True,
+        example="1",
+    )  # fmt: skip
+    paging = [
+        parameter("limit", "query", "Page size.", {"type": "integer", "minimum": 1, "maximum": 200}),
+        parameter("before", "query", "Only runs numbered below this.", {"type": "integer", "minimum": 1}),
+    ]
+    replayed = answer(
+        "The replayed runs' results; with `Accept: application/x-ndjson`, their events as they happen "
+        "(`replay_start`, then each run's events and `done`), ending with `replay_done`.",
+        {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-ndjson": {"schema": schema("Event")},
+        },
+    )
+    run_parameters = [
+        parameter("timeout", "query", "Seconds per cell.", {"type": "integer", "minimum": 1}),
+        parameter("allow_errors", "query", "Go on after a failing cell.", {"type": "boolean"}),
+    ]
+    inspect_parameters = [
+        parameter(
+            "limit", "query", "Most variables listed.", {"type": "integer", "minimum": 1, "maximum": 10000}
+        ),
+        parameter(
+            "wait", "query", "Seconds to wait for a running execution.", {"type": "integer", "minimum": 0}
+        ),
+    ]
+    return {
+        "/api/v1/sessions/{session_id}/executions": session_item(
+            get=op(
+                "listExecutions",
+                "The session's runs, newest first",
+                {"200": answer("A page of runs.", json_content(schema("ExecutionPage")))},
+                errors=(400, 404),
+                parameters=paging,
+            )
+        ),
+        "/api/v1/sessions/{session_id}/executions/{n}": {
+            "parameters": [ref("parameters", "SessionId"), number],
+            "get": op(
+                "getExecution",
+                "One run with its kept outputs",
+                {"200": answer("The run.", json_content(schema("ExecutionDetail")))},
+                errors=(404,),
+            ),
+        },
+        "/api/v1/sessions/{session_id}/notebook": session_item(
+            get=op(
+                "exportNotebook",
+                "The session's history as a notebook (nbformat 4)",
+                {"200": answer("The .ipynb document.", notebook)},
+                errors=(404,),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/notebook/run": session_item(
+            post=op(
+                "runNotebook",
+                "Run a notebook's code cells in order; answers the executed notebook",
+                {"200": answer("The executed notebook.", notebook)},
+                errors=(400, 404, 413, 422, 503),
+                parameters=run_parameters,
+                body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            )
+        ),
+        "/api/v1/sessions/{session_id}/replay": session_item(
+            post=op(
+                "replayExecutions",
+                "Run the session's successful runs again, in order",
+                {"200": replayed},
+                errors=(400, 404, 422, 503),
+                body=json_request(schema("ReplayRequest"), required=False),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/variables": session_item(
+            get=op(
+                "listVariables",
+                "The kernel's variables (no trace in the session)",
+                {"200": answer("The user namespace.", json_content(schema("Variables")))},
+                errors=(400, 404, 409, 503),
+                parameters=inspect_parameters,
+            )
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- document
 
 
@@ -874,6 +1088,7 @@ def document() -> JSON:
         library_paths,
         archive_paths,
         page_paths,
+        run_paths,
     ):
         paths.update(part())
     return {
@@ -894,6 +1109,7 @@ def document() -> JSON:
                 **file_schemas(),
                 **server_schemas(),
                 **library_components()[0],
+                **run_schemas(),
             },
             "parameters": {**parameters(), **library_components()[1]},
             "responses": error_responses(),

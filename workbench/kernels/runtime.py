@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from workbench.errors import KernelFailed
 from workbench.kernels.client import KernelClient, Message
@@ -32,6 +32,16 @@ from workbench.workspace import wipe
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
+
+
+class RunHooks(Protocol):
+    """Work done in the queue around one run: ``before`` it starts, ``after`` it ended (before ``done``)."""
+
+    async def before(self, kernel_id: str | None) -> None: ...
+
+    async def after(self, execution: Execution) -> None: ...
+
+
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
@@ -219,12 +229,18 @@ class SessionKernel:
 
     # execution
 
-    async def execute(self, request_id: str, code: str, *, timeout: float, allow_stdin: bool) -> Execution:
+    async def execute(
+        self, request_id: str, code: str, *, timeout: float, allow_stdin: bool, hooks: RunHooks | None = None
+    ) -> Execution:
         """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
             await self.ensure_running()
+            if hooks is not None:
+                await hooks.before(self.kernel_id)
             await self._run(execution, timeout, allow_stdin)
+            if hooks is not None:
+                await hooks.after(execution)
             self.publish(execution.done_event())
             if self._death is not None:
                 reason, self._death = self._death, None
@@ -301,6 +317,32 @@ class SessionKernel:
             await self.ensure_running()
         except Exception:
             log.exception("session %s: could not restart the kernel after it %s", self.session_id, reason)
+
+    async def inspect(self, expressions: dict[str, str], *, wait: float, timeout: float) -> Message | None:
+        """Evaluate ``expressions`` silently, in the queue's turn (never beside a running execution).
+
+        Nothing reaches the listeners (the kernel's messages for it answer no execution).  Waits at most
+        ``wait`` seconds for the turn (``TimeoutError``), then ``timeout`` for the reply, after which the
+        kernel is interrupted.  ``None`` when no kernel runs (a stopped kernel has no variables).
+        """
+        await asyncio.wait_for(self._queue.acquire(), wait)
+        try:
+            if self._client is None or self.state not in ("idle", "busy"):
+                return None
+            msg_id, reply = self._client.execute_silent(expressions)
+            try:
+                return await asyncio.wait_for(asyncio.shield(reply), timeout)
+            except TimeoutError:
+                await self.interrupt()
+                try:
+                    return await asyncio.wait_for(reply, self.interrupt_grace)
+                except TimeoutError:
+                    if self._client is not None:
+                        self._client.forget(msg_id)
+                    msg = "the kernel did not answer in time"
+                    raise KernelFailed(msg, code="kernel-timeout") from None
+        finally:
+            self._queue.release()
 
     def send_input(self, value: str) -> None:
         if self._client is not None:
