@@ -8,10 +8,11 @@ from tornado import web
 
 from workbench.auth import Authenticator
 from workbench.handlers import base, compat, connection, files, health, metrics, openapi, sessions, ws
+from workbench.handlers import gateway as gateway_routes
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi)
+HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, gateway_routes)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

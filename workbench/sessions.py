@@ -298,12 +298,15 @@ class SessionManager:
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
+        message: dict[str, Any] | None = None,
     ) -> ExecutionResult:
         timeout = self.execute_timeout(timeout)
         kernel = await self.kernel(session_id)
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        execution = await kernel.execute(
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, message=message
+        )
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
