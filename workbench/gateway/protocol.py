@@ -19,6 +19,8 @@ Message = dict[str, Any]
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 CLIENT_CHANNELS = ("shell", "control", "stdin")
 MAX_BUFFERS = 64
+IMPLIED_CHANNELS = {"input_reply": "stdin", "interrupt_request": "control", "shutdown_request": "control",
+                    "debug_request": "control", "usage_request": "control"}  # fmt: skip
 _V1_PARTS = ("header", "parent_header", "metadata", "content")
 
 
@@ -74,7 +76,7 @@ def decode(frame: str | bytes, *, v1: bool) -> tuple[str, Message]:
             if not isinstance(message, dict):
                 raise FrameError("the message must be a JSON object")
             channel = message.pop("channel", None)
-    except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+    except (ValueError, UnicodeDecodeError, struct.error, IndexError, RecursionError) as exc:
         if isinstance(exc, FrameError):
             raise
         raise FrameError(f"unreadable frame: {exc}") from None
@@ -82,9 +84,11 @@ def decode(frame: str | bytes, *, v1: bool) -> tuple[str, Message]:
 
 
 def _checked(channel: Any, message: Message) -> tuple[str, Message]:
-    if channel not in CLIENT_CHANNELS:
-        raise FrameError(f"channel must be one of {', '.join(CLIENT_CHANNELS)}")
     header = message.get("header")
+    if channel is None and isinstance(header, dict):  # jupyter_server's GatewayKernelClient names none
+        channel = IMPLIED_CHANNELS.get(str(header.get("msg_type")), "shell")
+    if channel not in CLIENT_CHANNELS:
+        raise FrameError(f"channel must be one of {', '.join(CLIENT_CHANNELS)}, not {str(channel)[:20]!r}")
     if not isinstance(header, dict):
         raise FrameError("the message needs a header object")
     for key in ("msg_id", "msg_type"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
 from tornado import web, websocket
 
@@ -151,7 +152,10 @@ class ChannelsSocket(websocket.WebSocketHandler):
             self._refuse(400, "websocket-required", "this route speaks WebSocket only (Upgrade: websocket)")
             return
         origin = self.request.headers.get("Origin")
-        if origin and not self.check_origin(origin):
+        same_origin = (
+            origin and urlparse(origin).netloc.lower() == self.request.headers.get("Host", "").lower()
+        )
+        if origin and not same_origin and not self.check_origin(origin):
             self._refuse(403, "origin-not-allowed", "WebSocket connections from this Origin are not allowed")
             return
         await super().get(*args, **kwargs)
