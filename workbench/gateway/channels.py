@@ -60,8 +60,10 @@ class KernelChannels:
         self.on_gone = on_gone
         self.session = uuid.uuid4().hex
         self._pending: dict[str, Message] = {}  # msg_id of this client's request -> its header
-        self._failed = False  # an execute of this client failed: abort those queued behind it
-        self._executes: asyncio.Queue[Message | None] = asyncio.Queue()
+        # After an error, the executes this client had sent by then (numbered as they came) are aborted.
+        self._arrived = 0
+        self._abort_through = 0
+        self._executes: asyncio.Queue[tuple[int, Message] | None] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
 
     def open(self) -> None:
@@ -85,7 +87,8 @@ class KernelChannels:
             return
         if channel == "shell" and kind == "execute_request":
             self._pending[header["msg_id"]] = header
-            self._executes.put_nowait(message)
+            self._arrived += 1
+            self._executes.put_nowait((self._arrived, message))
             return
         if channel != "stdin":
             self._pending[header["msg_id"]] = header
@@ -95,9 +98,10 @@ class KernelChannels:
 
     async def _run_executes(self) -> None:
         """This client's executes in order (the session's queue orders them among all clients)."""
-        while (message := await self._executes.get()) is not None:
+        while (queued := await self._executes.get()) is not None:
+            number, message = queued
             header = message["header"]
-            if self._failed and message["content"].get("stop_on_error", True):
+            if number <= self._abort_through and message["content"].get("stop_on_error", True):
                 self._abort(header)
             else:
                 try:
@@ -109,8 +113,6 @@ class KernelChannels:
                     self._finish(header, "internal-error", "internal error")
                 else:
                     self._finish(header, "KernelDied", "the kernel stopped before it answered")
-            if self._executes.empty():
-                self._failed = False
 
     async def _execute(self, message: Message) -> None:
         content = message["content"]
@@ -134,7 +136,7 @@ class KernelChannels:
         """An execute the kernel never answered (refused, or the kernel died): answer it ourselves."""
         if self._pending.pop(header["msg_id"], None) is None:
             return
-        self._failed = True
+        self._abort_through = self._arrived
         content = {"status": "error", "execution_count": None, **_error(ename, evalue)}
         self.deliver(new_message("error", _error(ename, evalue), header, self.session), "iopub")
         self._reply(header, "execute_request", content)
@@ -171,7 +173,7 @@ class KernelChannels:
             del self._pending[parent]
             content = message.get("content", {})
             if message["header"]["msg_type"] == "execute_reply" and content.get("status") == "error":
-                self._failed = True
+                self._abort_through = self._arrived
         self.deliver(message, channel)
 
     def _on_event(self, event: Event) -> None:

@@ -67,7 +67,8 @@ def session_request(body: dict[str, Any]) -> dict[str, Any]:
     nothing reaches the kernel's environment.
     """
     check_kernel_name(body.get("name"))
-    env = body.get("env") or {}
+    env = body.get("env")
+    env = {} if env is None else env
     if not isinstance(env, dict):
         msg = "env must be an object"
         raise Invalid(msg)
