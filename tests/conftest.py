@@ -57,7 +57,7 @@ class Server(ServerProcess):
 
 
 def remove_session_containers(engine: docker.DockerClient, state_dir: Path) -> None:
-    for path in (state_dir / "workspaces").glob("session-*"):
+    for path in (state_dir / "workspaces").glob("session*"):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             engine.api.remove_container(f"workbench-{path.name}", force=True)
 

@@ -331,7 +331,7 @@ def parameters() -> JSON:
             "The session's opaque id.",
             {"type": "string", "pattern": SESSION_ID_PATTERN},
             required=True,
-            example="session-0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
+            example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
         ),
         "FilePath": parameter(
             "path",
@@ -667,7 +667,7 @@ def gateway_paths() -> JSON:
     """The Jupyter gateway routes (``handlers/gateway.py``), as they are and under ``/gateway/{token}``."""
     kernel_id = parameter("kernel_id", "path", "The kernel's id: the session id.",
                           {"type": "string", "pattern": SESSION_ID_PATTERN}, required=True,
-                          example="session-0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11")  # fmt: skip
+                          example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11")  # fmt: skip
     name = parameter("name", "path", "A kernelspec name (`python3`).", {"type": "string"}, required=True,
                      example="python3")  # fmt: skip
     resource = parameter("resource", "path", "A kernelspec resource such as a logo (there are none).",

@@ -26,7 +26,9 @@ from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_PREFIX = "session-"
+# "session_<uuid4>" matches jupyter_server's kernel-id pattern (\w+-\w+-\w+-\w+-\w+): a session id is a
+# Jupyter kernel id as it is (JupyterLab in gateway mode routes nothing else).
+SESSION_ID_PREFIX = "session_"
 CULLED = "idle-culled"
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
 
