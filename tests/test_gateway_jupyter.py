@@ -250,7 +250,8 @@ def test_jupyterlab_in_headless_chromium_runs_a_cell(tenants: Tenants) -> None:
                 page = browser.new_page()
                 page.set_default_timeout(120_000)
                 page.goto(f"{lab.url}/lab/tree/lab.ipynb")
-                page.locator(".jp-Cell .cm-content").first.click()  # runs once the kernel is connected
+                page.get_by_text("Python 3 (Workbench sandbox) | Idle").wait_for()  # the kernel is connected
+                page.locator(".jp-Cell .cm-content").first.click()
                 page.keyboard.press("Shift+Enter")
                 output = page.locator(".jp-OutputArea-output", has_text="42 from the sandbox")
                 output.wait_for()
