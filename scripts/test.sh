@@ -24,6 +24,15 @@ start_postgres() {
     trap 'runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1; rm -rf "$PG_DIR"' EXIT
 }
 
+ensure_chromium() {
+    # The JupyterLab-in-a-browser test drives Debian's chromium through Playwright (no browser download).
+    if [ ! -x /usr/bin/chromium ]; then
+        say "installing chromium"
+        apt_install chromium
+    fi
+}
+
+ensure_chromium
 start_postgres
 say "ruff"
 "$VENV/bin/ruff" check .
