@@ -342,3 +342,25 @@ async def test_bad_frames_are_dropped_and_the_socket_stays_open(tenants: Tenants
         assert reply["content"]["status"] == "error"
         reply, outputs = await notebook.execute("print('still here')")
         assert stdout(outputs) == "still here\n"
+
+
+async def test_an_error_aborts_the_cells_queued_behind_it_as_a_kernel_does(
+    tenants: Tenants, kernel: str
+) -> None:
+    """Run All: the cells sent before the error was known are aborted; a later one runs."""
+    async with websockets.connect(
+        channels_url(tenants.server, kernel), additional_headers=header(tenants.alpha)
+    ) as gw:
+        notebook = JupyterSocket(gw)
+        failing = await notebook.send(execute_request("import time\ntime.sleep(1)\n1 / 0"))
+        queued = await notebook.send(execute_request("print('queued')"))
+        tolerant = await notebook.send(execute_request("print('runs anyway')", stop_on_error=False))
+        reply, _ = await notebook.answer(failing)
+        assert reply["content"]["ename"] == "ZeroDivisionError"
+        reply, outputs = await notebook.answer(queued)
+        assert reply["content"]["status"] == "aborted"
+        assert outputs == []
+        reply, outputs = await notebook.answer(tolerant)
+        assert stdout(outputs) == "runs anyway\n"
+        reply, outputs = await notebook.execute("print('later')")
+        assert stdout(outputs) == "later\n"

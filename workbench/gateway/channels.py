@@ -32,6 +32,7 @@ Deliver = Callable[[Message, str], None]
 LIFECYCLE_STATES = {"restarting": "restarting", "dead": "restarting", "stopped": "dead", "idle": "idle"}
 SESSION_ENDED = ("deleted", "expired", "failed")
 PROTOCOL_VERSION = "5.3"
+MAX_PENDING = 10_000
 
 
 def new_message(msg_type: str, content: dict[str, Any], parent: dict[str, Any], session: str) -> Message:
@@ -86,15 +87,22 @@ class KernelChannels:
             await self._shutdown(message)
             return
         if channel == "shell" and kind == "execute_request":
-            self._pending[header["msg_id"]] = header
+            self._expect(header)
             self._arrived += 1
             self._executes.put_nowait((self._arrived, message))
             return
-        if channel != "stdin":
-            self._pending[header["msg_id"]] = header
-        if not self.kernel.send_raw(channel, message) and channel != "stdin":
+        answered = channel != "stdin" and kind.endswith("_request")  # comm messages get no reply
+        if answered:
+            self._expect(header)
+        if not self.kernel.send_raw(channel, message) and answered:
             self._pending.pop(header["msg_id"], None)
             self._reply(header, kind, {"status": "error", **_error("KernelNotRunning", "no kernel runs")})
+
+    def _expect(self, header: Message) -> None:
+        """Remember whose request a reply answers (bounded: a kernel may never answer an unknown type)."""
+        self._pending[header["msg_id"]] = header
+        if len(self._pending) > MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
 
     async def _run_executes(self) -> None:
         """This client's executes in order (the session's queue orders them among all clients)."""
