@@ -7,12 +7,36 @@ from typing import Any
 from tornado import web
 
 from workbench.auth import Authenticator
-from workbench.handlers import base, compat, connection, files, health, metrics, openapi, sessions, ws
-from workbench.handlers import gateway as gateway_routes
+from workbench.handlers import (
+    archive,
+    base,
+    compat,
+    connection,
+    files,
+    gateway,
+    health,
+    library,
+    metrics,
+    openapi,
+    sessions,
+    ws,
+)
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, gateway_routes)
+HANDLER_MODULES = (
+    health,
+    metrics,
+    sessions,
+    ws,
+    connection,
+    files,
+    compat,
+    openapi,
+    library,
+    archive,
+    gateway,
+)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

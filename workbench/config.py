@@ -46,6 +46,14 @@ def _bool(text: str) -> bool:
     raise ValueError(msg)
 
 
+def _workspace_fs(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"loop", "dir"}:
+        msg = f"not loop or dir: {text!r}"
+        raise ValueError(msg)
+    return value
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
@@ -101,7 +109,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("upload_extensions", _words, "File name endings accepted by uploads (space or comma separated)."),
     Option("max_upload_mb", int, "Largest uploaded file, in MiB."),
     Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
+    Option(
+        "workspace_fs",
+        _workspace_fs,
+        "loop: each workspace is a loop-mounted file system of the quota's size (kernels get ENOSPC past it) "
+        "and each runtime directory a 16 KiB tmpfs; needs root. dir: plain directories (the quota binds "
+        "uploads only).",
+    ),
     Option("max_sessions", int, "Most live sessions on this server."),
+    Option("library_quota_mb", int, "Disk one tenant's file library may hold (allocated blocks), in MiB."),
+    Option(
+        "pool_size",
+        int,
+        "Warm kernels kept started and ready, so that a create only claims one (0 disables the pool).",
+    ),
     Option(
         "allowed_origins",
         _words,
@@ -147,7 +168,10 @@ class Settings:
     upload_extensions: tuple[str, ...] = (".xlsx", ".xls", ".parquet", ".csv", ".json", ".txt")
     max_upload_mb: int = 512
     workspace_quota_mb: int = 2048
+    workspace_fs: str = "loop"
     max_sessions: int = 64
+    pool_size: int = 2
+    library_quota_mb: int = 1024
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
@@ -185,6 +209,15 @@ class Settings:
     @property
     def connections_dir(self) -> Path:
         return self.state_dir / "connections"
+
+    @property
+    def library_dir(self) -> Path:
+        return self.state_dir / "library"
+
+    @property
+    def library_slots_dir(self) -> Path:
+        """Per warm kernel, the directory its tenant's library is mounted on once it is claimed."""
+        return self.state_dir / "library-slots"
 
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}

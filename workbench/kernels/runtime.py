@@ -19,7 +19,6 @@ from workbench.errors import KernelFailed
 from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
-    SOCKET_PREFIX,
     host_view,
     new_connection_info,
     read_json,
@@ -28,6 +27,7 @@ from workbench.kernels.connection import (
 from workbench.kernels.execution import Event, Execution
 from workbench.kernels.launcher import KernelLauncher, KernelState, LaunchRequest
 from workbench.outbox import Outbox
+from workbench.workspace import wipe
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info()
-        self._prepare_runtime_dir()
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare_runtime_dir)
         write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
         self.kernel_id = await self.launcher.launch(self.request)
         write_private_json(
@@ -132,9 +132,10 @@ class SessionKernel:
         self._announce("idle", reason)
 
     def _prepare_runtime_dir(self) -> None:
+        """Empty the runtime directory (no kernel runs now): stale sockets and whatever the last kernel left
+        there, so that its small file system has room for the new connection file."""
         for name in os.listdir(self.request.runtime_dir):
-            if name.startswith(f"{SOCKET_PREFIX}-"):
-                (self.request.runtime_dir / name).unlink(missing_ok=True)
+            wipe(self.request.runtime_dir / name)
 
     async def _connect(self, info: dict[str, Any], timeout: float) -> None:
         client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin, on_raw=self._on_raw)
