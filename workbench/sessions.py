@@ -18,6 +18,7 @@ from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
 from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.kernels.admission import Ticket, check_code, stored_code
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
@@ -298,12 +299,19 @@ class SessionManager:
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
+        ticket: Ticket | None = None,
     ) -> ExecutionResult:
+        """Run ``code``; ``ticket`` is its place in the session's queue if the caller took one already."""
         timeout = self.execute_timeout(timeout)
+        check_code(code, self.settings.max_code_kb)
         kernel = await self.kernel(session_id)
+        ticket = ticket or kernel.admission.admit()
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        try:
+            execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        finally:
+            ticket.release()
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
@@ -311,7 +319,8 @@ class SessionManager:
         error = result.error or {}
         # One write per execution, off the hot path (the database worker keeps them in order).
         self._spawn(self.db.add_execution(ExecutionRow(
-            id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
+            id=execution_id, session_id=session_id, request_id=request_id, source=source,
+            code=stored_code(code),
             status=result.status, execution_count=result.execution_count,
             started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
             duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,

@@ -11,6 +11,7 @@ from tornado.iostream import StreamClosedError
 
 from workbench.errors import Invalid, TooLarge, WorkbenchError
 from workbench.handlers.base import APIHandler
+from workbench.kernels.admission import check_code
 from workbench.kernels.execution import failed_done_event
 from workbench.outbox import Event, Outbox
 
@@ -105,9 +106,7 @@ class ExecuteHandler(APIHandler):
         if not isinstance(code, str):
             msg = "`code` (a string) is required"
             raise Invalid(msg, code="missing-code")
-        if len(code.encode()) > limit:
-            msg = f"`code` is larger than {self.manager.settings.max_code_kb} KiB"
-            raise TooLarge(msg)
+        check_code(code, self.manager.settings.max_code_kb)
         return code, body.get("timeout")
 
 

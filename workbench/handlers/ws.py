@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from tornado import websocket
 
@@ -14,6 +15,7 @@ from workbench import metrics
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import WorkbenchError
 from workbench.handlers.base import request_summary
+from workbench.kernels.admission import Ticket, check_code
 from workbench.kernels.execution import failed_done_event
 from workbench.kernels.runtime import SessionKernel
 from workbench.outbox import Event, Outbox
@@ -28,6 +30,9 @@ class SessionSocket(websocket.WebSocketHandler):
     principal: Principal
     session_id: str
     kernel: SessionKernel | None = None
+    closed = False
+    connected: ClassVar[collections.Counter[str]] = collections.Counter()
+    """Open sockets per session id."""
 
     @property
     def manager(self) -> SessionManager:
@@ -73,7 +78,8 @@ class SessionSocket(websocket.WebSocketHandler):
         self.set_nodelay(True)
         metrics.WEBSOCKETS.inc()
         self.outbox = Outbox()
-        self.executions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.executions: asyncio.Queue[tuple[dict[str, Any], Ticket] | None] = asyncio.Queue()
+        self.connected[self.session_id] += 1
         self.sender = asyncio.create_task(self._send_loop())
         self.executor = asyncio.create_task(self._execute_loop())
         try:
@@ -104,9 +110,16 @@ class SessionSocket(websocket.WebSocketHandler):
     async def _execute_loop(self) -> None:
         """This client's execute frames, in order (the kernel's queue orders them among all clients).
 
-        Frames a client sent before it went away still run (it may reconnect for the results).
+        When the client goes away, the execute running goes on to its end (a client that reconnects gets
+        its output and ``done``); the ones still queued run only if another client of the session is
+        connected to see them, else they are dropped.
         """
-        while (frame := await self.executions.get()) is not None:
+        while (item := await self._next_execute()) is not None:
+            frame, ticket = item
+            if self.closed and not self.connected[self.session_id]:
+                ticket.release()
+                log.info("session %s: dropped execute %r of a closed WebSocket", self.session_id, frame["id"])
+                continue
             try:
                 await self.manager.execute(
                     self.session_id,
@@ -115,15 +128,35 @@ class SessionSocket(websocket.WebSocketHandler):
                     request_id=frame["id"],
                     source="ws",
                     allow_stdin=True,
+                    ticket=ticket,
                 )
             except WorkbenchError as error:
-                self.outbox.put(
-                    {"type": "error", "id": frame["id"], "code": error.code, "message": error.message}
-                )
-                self.outbox.put(failed_done_event(frame["id"], error.message))
+                self._refuse_execute(frame["id"], error)
             except Exception:
                 log.exception("session %s: execute over WebSocket failed", self.session_id)
                 self.outbox.put(failed_done_event(frame["id"], "internal error"))
+            finally:
+                ticket.release()
+
+    async def _next_execute(self) -> tuple[dict[str, Any], Ticket] | None:
+        return self.executions.get_nowait() if self.closed else await self.executions.get()
+
+    def _refuse_execute(self, request_id: str, error: WorkbenchError) -> None:
+        self.outbox.put({"type": "error", "id": request_id, "code": error.code, "message": error.message})
+        self.outbox.put(failed_done_event(request_id, error.message))
+
+    def _admit(self, frame: dict[str, Any]) -> None:
+        """Queue an execute frame, or answer at once (too large, or the session's queue is full)."""
+        try:
+            check_code(frame["code"], self.manager.settings.max_code_kb)
+            if self.kernel is None:
+                msg = "the session's kernel is not available"
+                raise WorkbenchError(msg)
+            ticket = self.kernel.admission.admit()
+        except WorkbenchError as error:
+            self._refuse_execute(frame["id"], error)
+            return
+        self.executions.put_nowait((frame, ticket))
 
     async def on_message(self, message: str | bytes) -> None:
         frame = _parse_frame(message)
@@ -132,7 +165,7 @@ class SessionSocket(websocket.WebSocketHandler):
             return
         kind = frame["type"]
         if kind == "execute":
-            self.executions.put_nowait(frame)
+            self._admit(frame)
         elif kind == "interrupt":
             await self._interrupt()
         elif kind == "input_reply" and self.kernel is not None:
@@ -147,7 +180,11 @@ class SessionSocket(websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.kernel is not None:
             self.kernel.unsubscribe(self._on_event)
-        if hasattr(self, "sender"):
+        if hasattr(self, "sender") and not self.closed:
+            self.closed = True
+            self.connected[self.session_id] -= 1
+            if not self.connected[self.session_id]:
+                del self.connected[self.session_id]
             metrics.WEBSOCKETS.dec()
             self.sender.cancel()
             self.executions.put_nowait(None)

@@ -1,0 +1,90 @@
+"""Uploads in progress are never visible, and what a killed server left of them goes at the next start."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import BadRequest
+from workbench.handlers.compat import top_level_files
+from workbench.workspace import PARTIAL_DIR, Workspace, clear_partial_uploads
+
+
+def make_ws(root: Path) -> Workspace:
+    root.mkdir(parents=True, exist_ok=True)
+    return Workspace(root, quota_bytes=8 << 20, max_upload_bytes=1 << 20, allowed_extensions=(".csv",))
+
+
+def test_an_upload_in_a_subfolder_is_invisible_until_committed(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    with ws.begin_upload("reports/q3.csv") as up:
+        up.write(b"region,total\n")
+        listed, _ = ws.list("", recursive=True)
+        assert [entry.path for entry in listed] == ["reports"]  # the folder made for it, no file
+        assert top_level_files(ws) == []
+        assert ws.list("reports")[1] == 0
+        up.commit()
+    listed, _ = ws.list("", recursive=True)
+    assert [entry.path for entry in listed] == ["reports", "reports/q3.csv"]
+
+
+@pytest.mark.parametrize("path", [PARTIAL_DIR, f"{PARTIAL_DIR}/x.csv", f"{PARTIAL_DIR}/../a.csv"])
+def test_the_partial_folder_cannot_be_named(tmp_path: Path, path: str) -> None:
+    ws = make_ws(tmp_path / "ws")
+    with ws.begin_upload("a.csv") as up:
+        up.write(b"a\n")
+        (temp,) = os.listdir(ws.root / PARTIAL_DIR)
+        for call in (
+            lambda: ws.list(path),
+            lambda: ws.stat(path),
+            lambda: ws.open_for_download(f"{PARTIAL_DIR}/{temp}"),
+            lambda: ws.rename(f"{PARTIAL_DIR}/{temp}", "stolen.csv"),
+            lambda: ws.delete(path, recursive=True),
+            lambda: ws.begin_upload(f"{PARTIAL_DIR}/planted.csv"),
+        ):
+            with pytest.raises(BadRequest):
+                call()
+        up.commit()
+    assert os.listdir(ws.root / PARTIAL_DIR) == []
+
+
+def test_a_kernel_planted_file_or_link_in_place_of_the_folder_is_replaced(tmp_path: Path) -> None:
+    ws = make_ws(tmp_path / "ws")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws.root / PARTIAL_DIR).symlink_to(outside)
+    with ws.begin_upload("a.csv") as up:
+        up.write(b"a\n")
+        up.commit()
+    assert os.listdir(outside) == []
+    assert (ws.root / PARTIAL_DIR).is_dir()
+    assert not (ws.root / PARTIAL_DIR).is_symlink()
+    assert [entry.name for entry in ws.list()[0]] == ["a.csv"]
+
+
+def test_start_up_clears_what_a_killed_server_left_and_spares_newer_uploads(tmp_path: Path) -> None:
+    workspaces = tmp_path / "workspaces"
+    first, second = make_ws(workspaces / "s1"), make_ws(workspaces / "s2")
+    make_ws(workspaces / "never-uploaded")
+    (workspaces / "stray-file").write_bytes(b"")
+    stale = [first.begin_upload("old.csv"), second.begin_upload("deep/old.csv")]
+    for upload in stale:
+        upload.write(b"left behind\n")
+    old = time.time() - 60
+    for ws in (first, second):
+        for name in os.listdir(ws.root / PARTIAL_DIR):
+            os.utime(ws.root / PARTIAL_DIR / name, (old, old))
+    start = time.time()
+    current = first.begin_upload("new.csv")  # an upload of the server that just started
+    current.write(b"a\n")
+    assert clear_partial_uploads(workspaces, before=start) == 2
+    assert os.listdir(second.root / PARTIAL_DIR) == []
+    assert len(os.listdir(first.root / PARTIAL_DIR)) == 1
+    current.commit()
+    assert [entry.name for entry in first.list()[0]] == ["new.csv"]
+    for upload in stale:
+        upload.abort()
+    assert clear_partial_uploads(tmp_path / "missing", before=start) == 0
