@@ -18,11 +18,13 @@ from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
 from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.fairness import FairPool
 from workbench.kernels.admission import Ticket, check_code, stored_code
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
+from workbench.usage import CachedUsage
 from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class SessionManager:
         self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
+        self.files = FairPool()  # file work, fair between tenants
+        self.usage = CachedUsage()  # the upload quota's usage figures (a single seam)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -133,7 +137,8 @@ class SessionManager:
         settings = self.settings
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
-                         allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
+                         allowed_extensions=settings.upload_extensions, owner=self.owner,
+                         meter=self.usage)  # fmt: skip
 
     async def touch(self, session_id: str, kind: str, detail: str | None = None) -> None:
         """Record activity on a session (file operations, connections)."""
@@ -401,6 +406,7 @@ class SessionManager:
 
     def _remove_files(self, session_id: str) -> None:
         workspace = self.workspace_path(session_id)
+        self.usage.forget(workspace)
         if workspace.exists():
             wipe(workspace)
         shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
@@ -456,6 +462,7 @@ class SessionManager:
                     await kernel.detach()
             except Exception:
                 log.exception("session %s: error while shutting down", session_id)
+        self.files.close()
 
 
 def _unknown(session_id: str) -> NotFound:

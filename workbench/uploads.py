@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException, parse_content_boundary
 from streaming_form_data.targets import BaseTarget
 
 from workbench.errors import BadRequest, TooLarge, UnsupportedType, WorkbenchError
+from workbench.fairness import Runner
 from workbench.metrics import BYTES_UPLOADED
 from workbench.workspace import FileEntry, Upload, Workspace
 
@@ -48,7 +49,7 @@ MAX_PART_HEADER_BYTES = 8 * 1024
 _T = TypeVar("_T")
 
 
-async def blocking(function: Callable[..., _T], *args: object) -> _T:
+async def blocking(function: Callable[..., _T], *args: Any) -> _T:
     """Run a blocking call (file I/O) on the default thread pool."""
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
@@ -101,8 +102,9 @@ class FileSink:
     file under a write in flight.
     """
 
-    def __init__(self, upload: Upload) -> None:
+    def __init__(self, upload: Upload, run: Runner = blocking) -> None:
         self.upload = upload
+        self.run = run
         self._buffer = bytearray()
         self._lock = asyncio.Lock()
 
@@ -116,7 +118,7 @@ class FileSink:
         try:
             await self._drain()
             async with self._lock:
-                entry = await blocking(self.upload.commit)
+                entry = await self.run(self.upload.commit)
         except BaseException:
             await self.abort()
             raise
@@ -126,13 +128,13 @@ class FileSink:
     async def abort(self) -> None:
         self._buffer.clear()
         async with self._lock:
-            await blocking(self.upload.abort)
+            await self.run(self.upload.abort)
 
     async def _drain(self) -> None:
         data = bytes(self._buffer)
         self._buffer.clear()
         async with self._lock:
-            await blocking(self.upload.write, data)
+            await self.run(self.upload.write, data)
 
 
 class MultipartUpload:
@@ -144,13 +146,16 @@ class MultipartUpload:
     large or cut short leaves nothing.
     """
 
-    def __init__(self, workspace: Workspace, headers: Mapping[str, str], *, max_files: int) -> None:
+    def __init__(
+        self, workspace: Workspace, headers: Mapping[str, str], *, max_files: int, run: Runner = blocking
+    ) -> None:
         try:
             self._parser = StreamingFormDataParser(headers)
         except ParseFailedException:
             msg = "the body must be multipart/form-data with a boundary"
             raise UnsupportedType(msg, code="not-multipart") from None
         self.workspace = workspace
+        self.run = run
         self.max_files = max_files
         self._bounds = PartBounds(parse_content_boundary(headers), max_parts=max_files + MAX_FIELDS)
         self.max_bytes = workspace.quota_bytes + MULTIPART_OVERHEAD
@@ -210,8 +215,8 @@ class MultipartUpload:
             msg = f"a file name must not contain '/': {filename}"
             raise BadRequest(msg)
         path = f"{self.folder}/{filename}" if self.folder else filename
-        upload = await blocking(self.workspace.begin_upload, path)
-        self.sinks.append(FileSink(upload))
+        upload = await self.run(self.workspace.begin_upload, path)
+        self.sinks.append(FileSink(upload, self.run))
         self._open_part = True
 
     async def feed_file(self, chunk: bytes) -> None:

@@ -32,7 +32,8 @@ Decisions worth knowing:
   left there is removed at the next start (:func:`clear_partial_uploads`).
 * The upload quota counts allocated blocks (``st_blocks * 512``, hard links once) of the whole tree when
   the upload starts, plus the bytes written so far.  Concurrent uploads to one workspace each see the
-  usage at their own start.
+  usage at their own start.  A :class:`UsageMeter` given to the workspace answers that figure instead of
+  a walk (the server's caches it, see :mod:`workbench.usage`).
 * :meth:`Workspace.rename` refuses to replace an existing target atomically with
   ``renameat2(RENAME_NOREPLACE)``; where the C library or the file system lacks it, it falls back to a
   check-then-rename (the kernel could create the target in between; it would then be replaced, which stays
@@ -45,6 +46,7 @@ import codecs
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import mimetypes
 import os
@@ -58,7 +60,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from workbench.errors import BadRequest, Conflict, NotFound, TooLarge, UnsupportedType, WorkbenchError
 
@@ -68,6 +70,7 @@ __all__ = [
     "EntryType",
     "FileEntry",
     "Upload",
+    "UsageMeter",
     "Workspace",
     "check_content",
     "clear_partial_uploads",
@@ -757,7 +760,9 @@ class Upload:
         quota_bytes: int,
         base_usage: int,
         cleanup: Callable[[], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._dir_fd = dir_fd
         self._temp_dir_fd = temp_dir_fd
         self._cleanup = cleanup
@@ -817,6 +822,8 @@ class Upload:
             self.abort()
             raise _os_error(exc, self.path) from exc
         self._state = "committed"
+        if self._on_commit is not None:
+            self._on_commit(st.st_blocks * 512)
         with contextlib.suppress(OSError):
             os.fsync(self._dir_fd)
         self._close()
@@ -906,6 +913,16 @@ _Entries = list[FileEntry]
 _Created = list[int]  # indexes of the path components an operation created
 
 
+class UsageMeter(Protocol):
+    """Where a workspace's usage comes from, for the upload quota (blocking calls, on a thread)."""
+
+    def usage(self, workspace: Workspace) -> int:
+        """Bytes the workspace uses."""
+
+    def charge(self, workspace: Workspace, nbytes: int) -> None:
+        """An upload added ``nbytes`` to the workspace."""
+
+
 class Workspace:
     """One session's workspace directory on the host.  Every call resolves paths afresh from the root."""
 
@@ -917,8 +934,10 @@ class Workspace:
         max_upload_bytes: int,
         allowed_extensions: tuple[str, ...],
         owner: tuple[int, int] | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.root = Path(root)
+        self.meter = meter
         self.quota_bytes = quota_bytes
         self.max_upload_bytes = max_upload_bytes
         extensions = {e.strip().lower().lstrip(".") for e in allowed_extensions}
@@ -991,7 +1010,7 @@ class Workspace:
         """Start an upload to ``path``: check the name, create the parent folders and a temporary file."""
         parts = normalize_path(path)
         self._check_extension(parts[-1])
-        base_usage = self.usage_bytes()
+        base_usage = self.usage_bytes() if self.meter is None else self.meter.usage(self)
         if base_usage >= self.quota_bytes:
             raise TooLarge(f"the workspace is over its quota ({_size(self.quota_bytes)})")
         created: _Created = []
@@ -1018,6 +1037,7 @@ class Workspace:
             quota_bytes=self.quota_bytes,
             base_usage=base_usage,
             cleanup=(lambda: self._prune(parts[:-1], created)) if created else None,
+            on_commit=None if self.meter is None else functools.partial(self.meter.charge, self),
         )
 
     def rename(self, path: str, new_path: str) -> FileEntry:

@@ -119,7 +119,7 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info()
-        self._prepare_runtime_dir()
+        await asyncio.to_thread(self._prepare_runtime_dir)  # the kernel controls what is in there
         write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
         self.kernel_id = await self.launcher.launch(self.request)
         write_private_json(
