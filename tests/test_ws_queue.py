@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import Server, run
 from tests.test_files import new_session
 from tests.wsclient import connect, execute, of, receive, send, until_done
+from workbench.handlers.ws import _frame_id
+from workbench.inbound import InboundBudget
 from workbench.kernels.admission import MAX_PENDING, STORED_CODE_BYTES, check_code, stored_code
 
 # ---------------------------------------------------------------------------------------------- units
@@ -33,6 +35,18 @@ def test_code_limit_counts_bytes_and_survives_lone_surrogates() -> None:
     check_code("\ud800" * 100, max_code_kb=1)
     with pytest.raises(Exception, match="larger than 1 KiB"):
         check_code("é" * 600, max_code_kb=1)
+
+
+def test_a_tenant_past_its_inbound_budget_waits_and_others_do_not() -> None:
+    budget = InboundBudget(rate=1000, burst=2000)
+    assert [budget.delay("loud", 500) for _ in range(4)] == [0, 0, 0, 0]
+    assert budget.delay("loud", 500) == pytest.approx(0.5, abs=0.05)
+    assert budget.delay("quiet", 500) == 0
+
+
+def test_the_id_of_a_frame_too_large_to_decode_is_found_near_its_start() -> None:
+    assert _frame_id('{"type": "execute", "id": "run-7", "code": "' + "x" * 5000 + '"}') == "run-7"
+    assert _frame_id(b'{"code": "x", "type": "execute"}') is None
 
 
 # ---------------------------------------------------------------------------------------------- end to end

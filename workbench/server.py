@@ -24,6 +24,7 @@ from workbench.workspace import clear_partial_uploads
 
 log = logging.getLogger("workbench")
 SHUTDOWN_GRACE = 30
+SWITCH_INTERVAL = 0.001
 
 
 def configure_logging(level: str) -> None:
@@ -49,6 +50,9 @@ def _report_cleanup(future: asyncio.Future[int]) -> None:
 
 
 async def serve(settings: Settings) -> None:
+    # File work runs Python on threads (walks of big trees): a short switch interval hands the GIL back to
+    # the event loop within a millisecond instead of five, so other requests don't wait in line behind it.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     await asyncio.get_running_loop().run_in_executor(None, database.upgrade)

@@ -13,8 +13,9 @@ from tornado import websocket
 
 from workbench import metrics
 from workbench.auth import Authenticator, Principal, token_from_header
-from workbench.errors import WorkbenchError
+from workbench.errors import TooLarge, WorkbenchError
 from workbench.handlers.base import request_summary
+from workbench.inbound import InboundBudget
 from workbench.kernels.admission import Ticket, check_code
 from workbench.kernels.execution import failed_done_event
 from workbench.kernels.runtime import SessionKernel
@@ -22,6 +23,9 @@ from workbench.outbox import Event, Outbox
 from workbench.sessions import SessionManager
 
 log = logging.getLogger(__name__)
+INBOUND = InboundBudget()
+FRAME_OVERHEAD = 64 * 1024
+"""Bytes an execute frame may hold besides its code; larger frames are refused without being decoded."""
 
 
 class SessionSocket(websocket.WebSocketHandler):
@@ -141,7 +145,12 @@ class SessionSocket(websocket.WebSocketHandler):
     async def _next_execute(self) -> tuple[dict[str, Any], Ticket] | None:
         return self.executions.get_nowait() if self.closed else await self.executions.get()
 
-    def _refuse_execute(self, request_id: str, error: WorkbenchError) -> None:
+    def _refuse_execute(self, request_id: str | None, error: WorkbenchError) -> None:
+        """An ``error`` event and a failed ``done`` for an execute that can't be queued (without an id,
+        just the ``error``)."""
+        if request_id is None:
+            self.outbox.put({"type": "error", "code": error.code, "message": error.message})
+            return
         self.outbox.put({"type": "error", "id": request_id, "code": error.code, "message": error.message})
         self.outbox.put(failed_done_event(request_id, error.message))
 
@@ -159,6 +168,13 @@ class SessionSocket(websocket.WebSocketHandler):
         self.executions.put_nowait((frame, ticket))
 
     async def on_message(self, message: str | bytes) -> None:
+        delay = INBOUND.delay(self.principal.name, len(message))
+        if delay:
+            await asyncio.sleep(delay)  # the next frame is read after this one is handled
+        limit_kb = self.manager.settings.max_code_kb
+        if len(message) > limit_kb * 1024 + FRAME_OVERHEAD:
+            self._refuse_execute(_frame_id(message), TooLarge(f"`code` is larger than {limit_kb} KiB"))
+            return
         frame = _parse_frame(message)
         if isinstance(frame, str):
             self.outbox.put({"type": "error", "code": "bad-frame", "message": frame})
@@ -208,6 +224,13 @@ def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
         if re.fullmatch(regex, origin):
             return True
     return False
+
+
+def _frame_id(message: str | bytes) -> str | None:
+    """The ``id`` of a frame too large to decode, if it is near its start."""
+    head = message[:1024] if isinstance(message, str) else message[:1024].decode("utf-8", "replace")
+    match = re.search(r'"id"\s*:\s*"([^"\\]{1,200})"', head)
+    return match.group(1) if match else None
 
 
 def _parse_frame(message: str | bytes) -> dict[str, Any] | str:
