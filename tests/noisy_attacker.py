@@ -18,9 +18,9 @@ from websockets.sync.client import connect
 
 PAUSE = 0.05
 HUGE_OUTPUTS = [
-    "'y' * 200_000_000",
-    "print('z' * 150_000_000)",
-    "from IPython.display import display\ndisplay({'text/plain': 'w' * 150_000_000}, raw=True)",
+    "'y' * 120_000_000",
+    "print('z' * 100_000_000)",
+    "from IPython.display import display\ndisplay({'text/plain': 'w' * 100_000_000}, raw=True)",
 ]
 PLANT_FILES = (
     "import os\nos.makedirs('many', exist_ok=True)\n"
@@ -66,6 +66,7 @@ class Attacker:
     # the attacks (classes 2, 3, 4, 5 and 10 of issue 11)
 
     def huge_output(self) -> None:
+        self.execute(HUGE_OUTPUTS[0])  # one landed before the measurements start, then more while they run
         ready()
         turn = iter(range(10**9))
         self.repeat(lambda: self.execute(HUGE_OUTPUTS[next(turn) % len(HUGE_OUTPUTS)]))

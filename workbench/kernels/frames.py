@@ -7,8 +7,8 @@ frames are received without copying (ZeroMQ's I/O thread holds them), their size
 * small messages are verified (HMAC) and decoded on the event loop, as usual;
 * larger ones (over :data:`OFF_LOOP_BYTES`) are verified and decoded on a worker thread;
 * a message whose content is over the reader's ``max_bytes`` is never decoded whole: its content is
-  replaced by a short preview (the start of its text, when there is one) and a notice saying how much was
-  cut, and the message is marked with :data:`CUT_KEY` (the number of bytes dropped).
+  replaced by the start of its text (its first ``max_bytes``, when it has a text) and a notice saying how
+  much was dropped, and the message is marked with :data:`CUT_KEY` (the size of its content).
 
 Headers, parent headers and metadata larger than :data:`MAX_HEADER_BYTES` make the message unreadable
 (:class:`ValueError`), as does a bad signature; binary buffers (used by widgets, not by the API) are
@@ -35,12 +35,10 @@ OFF_LOOP_BYTES = 256 * 1024
 """Messages larger than this are verified and decoded on a worker thread."""
 MAX_HEADER_BYTES = 64 * 1024
 """Largest header, parent header or metadata frame."""
-PREVIEW_BYTES = 64 * 1024
-"""Bytes of a cut message's content searched for a preview of its text."""
 CUT_KEY = "workbench_cut"
 CUT_NOTICE = (
-    "\n[workbench: output cut at the source: this {kind} message had {size} bytes, "
-    "more than the {limit} MiB a kernel message may have]\n"
+    "\n[workbench: output cut at the source: {dropped} bytes of this {kind} message dropped "
+    "(a kernel message may have {limit} MiB)]\n"
 )
 
 _decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-messages")
@@ -102,10 +100,12 @@ class FrameReader:
             raise ValueError(msg)
 
     def _cut(self, kind: str, content: memoryview) -> dict[str, Any]:
-        """Stand-in content for a message too large to decode: the scalars the API uses and a preview."""
-        head = bytes(content[:PREVIEW_BYTES])
-        notice = CUT_NOTICE.format(kind=kind or "kernel", size=len(content), limit=self.max_bytes // 2**20)
-        text = _preview(head) + notice
+        """Stand-in content for a message too large to decode: the scalars the API uses, the first
+        ``max_bytes`` of its text and a notice."""
+        head = bytes(content[: self.max_bytes])
+        text = _preview(head)
+        dropped = len(content) - len(text.encode("utf-8", "replace"))
+        text += CUT_NOTICE.format(dropped=dropped, kind=kind or "kernel", limit=self.max_bytes // 2**20)
         if kind == "stream":
             return {"name": _scalar(head, "name") or "stdout", "text": text}
         if kind in ("execute_result", "display_data", "update_display_data"):
