@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
+from tests.conftest import running_server
 from workbench.errors import BadRequest
 from workbench.handlers.compat import top_level_files
 from workbench.workspace import PARTIAL_DIR, Workspace, clear_partial_uploads
@@ -88,3 +92,41 @@ def test_start_up_clears_what_a_killed_server_left_and_spares_newer_uploads(tmp_
     for upload in stale:
         upload.abort()
     assert clear_partial_uploads(tmp_path / "missing", before=start) == 0
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.docker
+def test_a_multipart_upload_cut_by_a_killed_server_leaves_nothing_visible(
+    engine: docker.DockerClient,
+) -> None:
+    with running_server(engine=engine) as server, server.client() as client:
+        answer = client.post("/api/v1/sessions", json={"memory_mb": 256})
+        assert answer.status_code == 201, answer.text
+        sid = answer.json()["id"]
+        partial = server.state_dir / "workspaces" / sid / PARTIAL_DIR
+        head = (
+            f"POST /api/v1/sessions/{sid}/files HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {server.token}\r\n"
+            "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 10000000\r\n\r\n"
+            '--B\r\nContent-Disposition: form-data; name="path"\r\n\r\nreports/2024\r\n'
+            '--B\r\nContent-Disposition: form-data; name="file"; filename="q3.csv"\r\n\r\n'
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(head.encode() + b"region,total\n" * 100_000)
+            deadline = time.monotonic() + 30
+            while not (partial.is_dir() and os.listdir(partial)):  # the upload is under way
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            server.stop(signal.SIGKILL)
+        assert len(os.listdir(partial)) == 1  # what a killed server leaves
+        server.start()
+        listed = client.get(f"/api/v1/sessions/{sid}/files", params={"recursive": "true"}).json()["files"]
+        assert [entry["path"] for entry in listed] == ["reports", "reports/2024"]  # no file in them
+        assert client.get(f"/api/v1/files/list/{sid}").json() == []
+        deadline = time.monotonic() + 30
+        while os.listdir(partial):  # cleared in the background at start
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.get(f"/api/v1/sessions/{sid}/files/{PARTIAL_DIR}").status_code == 400
