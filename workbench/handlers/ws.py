@@ -173,7 +173,8 @@ class SessionSocket(websocket.WebSocketHandler):
             await asyncio.sleep(delay)  # the next frame is read after this one is handled
         limit_kb = self.manager.settings.max_code_kb
         if len(message) > limit_kb * 1024 + FRAME_OVERHEAD:
-            self._refuse_execute(_frame_id(message), TooLarge(f"`code` is larger than {limit_kb} KiB"))
+            too_large = TooLarge(f"the frame is larger than the {limit_kb} KiB code limit allows")
+            self._refuse_execute(_frame_id(message), too_large)
             return
         frame = _parse_frame(message)
         if isinstance(frame, str):
