@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workbench.errors import KernelFailed
+from workbench.kernels.admission import Admission
 from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
@@ -81,6 +82,7 @@ class SessionKernel:
         self._retired: set[str] = set()
         self._queue = asyncio.Lock()
         self._lifecycle = asyncio.Lock()
+        self.admission = Admission()
 
     # listeners
 
@@ -128,7 +130,7 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info()
-        await asyncio.get_running_loop().run_in_executor(None, self._prepare_runtime_dir)
+        await asyncio.to_thread(self._prepare_runtime_dir)  # the kernel controls what is in there
         write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
         self.kernel_id = await self.launcher.launch(self.request)
         write_private_json(
