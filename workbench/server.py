@@ -15,7 +15,7 @@ from workbench.config import Settings
 from workbench.db.store import Database
 from workbench.image import default_image_name
 from workbench.inflight import InFlight
-from workbench.kernels.launcher import DockerLauncher
+from workbench.kernels.launcher import DockerLauncher, KernelLauncher
 from workbench.reaper import Reaper
 from workbench.sessions import SessionManager
 
@@ -38,17 +38,35 @@ def json_body_limit(settings: Settings) -> int:
     return 4 * settings.max_code_kb * 1024 + 1024 * 1024
 
 
+def make_launcher(settings: Settings, instance: str) -> KernelLauncher:
+    image = settings.image or default_image_name()
+    if settings.kernel_launcher == "kubernetes":
+        from workbench.kernels.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher(
+            image=image,
+            uid=settings.kernel_uid,
+            instance=instance,
+            namespace=settings.kubernetes_namespace,
+            workspace_mb=settings.workspace_quota_mb,
+            storage_class=settings.kubernetes_storage_class,
+        )
+    return DockerLauncher(
+        instance=instance,
+        image=image,
+        uid=settings.kernel_uid,
+        runtime=settings.runtime,
+        docker_host=settings.docker_host,
+        transport=settings.kernel_transport,
+        network=settings.kernel_network,
+    )
+
+
 async def serve(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     await asyncio.get_running_loop().run_in_executor(None, database.upgrade)
-    launcher = DockerLauncher(
-        instance=load_or_create_instance_id(settings.state_dir),
-        image=settings.image or default_image_name(),
-        uid=settings.kernel_uid,
-        runtime=settings.runtime,
-        docker_host=settings.docker_host,
-    )
+    launcher = make_launcher(settings, load_or_create_instance_id(settings.state_dir))
     manager = SessionManager(settings, database, launcher)
     manager.prepare_state_dir()
     token = settings.token

@@ -105,6 +105,10 @@ class KernelClient:
         msg_id = self._client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
         return msg_id, self._expect_reply(msg_id)
 
+    def interrupt(self) -> None:
+        """ipykernel's ``interrupt_request`` on the control channel (for kernels no signal reaches)."""
+        self._client.control_channel.send(self._client.session.msg("interrupt_request", {}))
+
     def send_input(self, value: str) -> None:
         self._client.input(value)
 
