@@ -230,7 +230,7 @@ def test_rbac_grants_only_what_the_launcher_calls_in_its_namespace() -> None:
     assert granted == {
         ("pods", "get"), ("pods", "list"), ("pods", "watch"), ("pods", "create"), ("pods", "delete"),
         ("secrets", "create"), ("secrets", "delete"),
-        ("persistentvolumeclaims", "create"),
+        ("persistentvolumeclaims", "create"), ("persistentvolumeclaims", "delete"),
         ("networkpolicies", "create"),
     }  # fmt: skip
     assert not any("/" in resource for resource, _ in granted)  # no pods/log, pods/exec
@@ -256,6 +256,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], Any] = {}
         self.calls: list[tuple[str, str]] = []
+        self.events: list[tuple[str, Any]] = []
 
     async def create(self, obj: Any, namespace: str | None = None) -> Any:
         key = (obj.kind, obj.metadata.name)
@@ -271,7 +272,7 @@ class FakeKube:
         return self.objects[(kind.__name__, name)]
 
     async def delete(
-        self, kind: Any, name: str, namespace: str | None = None, grace_period: int = 30
+        self, kind: Any, name: str, namespace: str | None = None, grace_period: int | None = None
     ) -> None:
         self.calls.append(("delete", kind.__name__))
         if self.objects.pop((kind.__name__, name), None) is None:
@@ -283,6 +284,16 @@ class FakeKube:
         for (kind_name, _), obj in list(self.objects.items()):
             if kind_name == kind.__name__ and (labels or {}).items() <= (obj.metadata.labels or {}).items():
                 yield obj
+
+    async def close(self) -> None:
+        self.calls.append(("close", ""))
+
+    async def watch(
+        self, kind: Any, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        for event in self.events:
+            yield event
+        await asyncio.Event().wait()  # a watch stays open
 
 
 @pytest.fixture
@@ -317,6 +328,50 @@ def test_launcher_creates_policy_claim_secret_pod_and_removes_the_kernel_only(
         with pytest.raises(KernelFailed):
             await launcher.signal(second, signal.SIGINT)
         assert await launcher.ping()
+        await launcher.discard(SESSION)  # the session is deleted: its workspace volume goes
+        assert not any(kind == "PersistentVolumeClaim" for kind, _ in kube.objects)
+        await launcher.discard(SESSION)
 
     asyncio.run(scenario())
     assert launcher.interrupt_by_message
+
+
+def test_address_waits_for_the_pod_ip_and_the_watch_reports_deaths(kube: FakeKube, tmp_path: Path) -> None:
+    from lightkube.models.core_v1 import ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus
+
+    launcher = KubernetesLauncher(image="img:1", uid=1000, instance="i1", namespace="wb", workspace_mb=64,
+                                  client=kube)  # type: ignore[arg-type]  # fmt: skip
+    write_private_json(tmp_path / KERNEL_CONNECTION_FILE, new_connection_info("tcp"))
+    gone: list[tuple[str, str, str]] = []
+
+    async def scenario() -> None:
+        name = await launcher.launch(request(tmp_path))
+        pod = kube.objects[("Pod", name)]
+        waiting = asyncio.create_task(launcher.address(name))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # scheduled, no IP yet
+        pod.status = PodStatus(phase="Running", podIP="10.1.2.3")
+        assert await asyncio.wait_for(waiting, 5) == "10.1.2.3"
+        terminated = ContainerStateTerminated(exitCode=137, reason="OOMKilled")
+        dead = ContainerStatus(
+            name="kernel", image="img:1", imageID="", ready=False, restartCount=0,
+            state=ContainerState(terminated=terminated),
+        )  # fmt: skip
+        pod.status = PodStatus(phase="Failed", podIP="10.1.2.3", containerStatuses=[dead])
+        state = await launcher.state(name)
+        assert state is not None
+        assert state.death_reason == "oom"
+        kube.events = [("MODIFIED", pod), ("DELETED", pod)]
+        launcher.watch(lambda *event: gone.append(event))
+        for _ in range(100):
+            if len(gone) == 2:
+                break
+            await asyncio.sleep(0.05)
+        launcher.close()
+        await asyncio.sleep(0)
+        assert kube.calls[-1] == ("close", "")
+        with pytest.raises(KernelFailed):
+            await launcher.address(name)  # a dead pod never gets an address
+
+    asyncio.run(scenario())
+    assert gone[:2] == [(SESSION, gone[0][1], "died"), (SESSION, gone[0][1], "removed")]

@@ -355,6 +355,18 @@ class KubernetesLauncher(KernelLauncher):
                 if exc.status.code != 404:
                     raise
 
+    async def discard(self, session_id: str) -> None:
+        """The session is gone: its workspace volume goes too."""
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import PersistentVolumeClaim
+
+        try:
+            name = workspace_claim_name(session_id)
+            await self._api().delete(PersistentVolumeClaim, name, namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
     async def kernels(self) -> dict[str, str]:
         from lightkube.resources.core_v1 import Pod
 

@@ -107,6 +107,9 @@ class KernelLauncher(abc.ABC):
         """Where a TCP kernel's ports are reachable from the server (``None`` over IPC)."""
         return None
 
+    async def discard(self, session_id: str) -> None:  # noqa: B027 (optional hook)
+        """Release what the launcher keeps for a session beyond its kernels (a workspace volume)."""
+
     async def interrupt(self, kernel_id: str) -> None:
         await self.signal(kernel_id, signal.SIGINT)
 
