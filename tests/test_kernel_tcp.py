@@ -167,3 +167,18 @@ def test_only_the_kernels_keys_get_an_answer(tcp_session: tuple[httpx.Client, di
     public, secret = zmq.curve_keypair()
     assert not _kernel_info_reply(info, curve={"serverkey": public, "publickey": public, "secretkey": secret})
     assert not _kernel_info_reply(info, curve=None)  # plain ZeroMQ: no handshake either
+
+
+def test_a_network_that_is_not_internal_is_refused(engine: docker.DockerClient) -> None:
+    network = f"workbench-test-open-{secrets.token_hex(4)}"
+    engine.networks.create(network, driver="bridge")
+    try:
+        with (
+            running_server("--kernel-transport", "tcp", "--kernel-network", network, engine=engine) as server,
+            server.client() as api,
+        ):
+            answer = api.post("/api/v1/sessions", json={"memory_mb": 512})
+            assert answer.status_code >= 500, answer.text
+            assert "not internal" in answer.json()["error"]["message"]
+    finally:
+        engine.networks.get(network).remove()

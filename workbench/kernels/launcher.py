@@ -274,7 +274,14 @@ class DockerLauncher(KernelLauncher):
     def _ensure_network(self, client: docker.DockerClient) -> None:
         """The TCP kernels' network: internal (no route out), no traffic between kernels, and no
         published ports, so only the engine's host (the server) reaches a kernel's ports."""
-        if client.networks.list(names=[self.network]):
+        try:
+            existing = client.networks.get(self.network)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if not existing.attrs.get("Internal"):
+                msg = f"the kernel network {self.network!r} exists but is not internal: refusing to use it"
+                raise KernelFailed(msg)
             return
         try:
             client.networks.create(
