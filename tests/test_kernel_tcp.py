@@ -4,12 +4,15 @@ without the kernel's Curve keys gets no answer at all."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +24,11 @@ import zmq
 from jupyter_client.session import Session
 
 from tests.conftest import Server, run, running_server
+from workbench.image import default_image_name
 from workbench.kernels.connection import KERNEL_CONNECTION_FILE, runtime_dir_for
+from workbench.kernels.launcher import ContainerLimits, DockerLauncher, LaunchRequest, container_name
+from workbench.kernels.runtime import SessionKernel
+from workbench.testing import short_tmp
 
 pytestmark = pytest.mark.docker
 NO_REPLY_WAIT_MS = 3000  # a Curve handshake on the engine's bridge takes milliseconds
@@ -182,3 +189,46 @@ def test_a_network_that_is_not_internal_is_refused(engine: docker.DockerClient) 
             assert "not internal" in answer.json()["error"]["message"]
     finally:
         engine.networks.get(network).remove()
+
+
+def test_interrupt_by_control_message_as_the_kubernetes_launcher_does(
+    engine: docker.DockerClient, tcp_server: tuple[Server, str]
+) -> None:
+    """Pods take no signals through the API: the runtime interrupts with ipykernel's interrupt_request."""
+    _, network = tcp_server
+    root = short_tmp()
+    for name in ("workspace", "runtime"):
+        (root / name).mkdir(mode=0o700)
+        os.chown(root / name, 1000, 1000)
+    launcher = DockerLauncher(
+        image=default_image_name(), uid=1000, instance=f"test-{secrets.token_hex(4)}", transport="tcp",
+        network=network,
+    )  # fmt: skip
+    launcher.interrupt_by_message = True
+    limits = ContainerLimits(memory_mb=512, cpus=1.0, pids_limit=128, tmp_mb=16, shm_mb=16)
+    request = LaunchRequest(f"session-{uuid.uuid4()}", root / "workspace", root / "runtime", limits)
+    kernel = SessionKernel(request, launcher, connection_file=root / "connection.json", owner=(1000, 1000),
+                           start_timeout=60, interrupt_grace=5, max_output_bytes=1 << 20)  # fmt: skip
+
+    async def scenario() -> dict[str, Any]:
+        await kernel.start()
+        try:
+            busy = asyncio.create_task(
+                kernel.execute("r1", "while True: pass", timeout=60, allow_stdin=False)
+            )
+            await asyncio.sleep(1.0)
+            await kernel.interrupt()
+            execution = await asyncio.wait_for(busy, 30)
+            return execution.done_event()
+        finally:
+            await kernel.stop(remove=True)
+            launcher.close()
+
+    try:
+        done = asyncio.run(scenario())
+    finally:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            engine.api.remove_container(container_name(request.session_id), force=True)
+        shutil.rmtree(root, ignore_errors=True)
+    assert done["status"] == "error"
+    assert done["error"]["ename"] == "KeyboardInterrupt"
