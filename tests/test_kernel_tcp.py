@@ -171,9 +171,12 @@ def test_only_the_kernels_keys_get_an_answer(tcp_session: tuple[httpx.Client, di
     info = connection_of(api, session["id"])
     right = {key: info[f"curve_{key}"].encode() for key in ("publickey", "secretkey")}
     assert _kernel_info_reply(info, curve={"serverkey": right["publickey"], **right})  # the control
-    public, secret = zmq.curve_keypair()
+    public, secret = zmq.curve_keypair()  # a wrong key pair: the server key does not match
     assert not _kernel_info_reply(info, curve={"serverkey": public, "publickey": public, "secretkey": secret})
     assert not _kernel_info_reply(info, curve=None)  # plain ZeroMQ: no handshake either
+    # the kernel's public key alone is not enough: the client must hold the kernel's key pair (ZAP)
+    foreign = {"serverkey": right["publickey"], "publickey": public, "secretkey": secret}
+    assert not _kernel_info_reply(info, curve=foreign)
 
 
 def test_a_network_that_is_not_internal_is_refused(engine: docker.DockerClient) -> None:

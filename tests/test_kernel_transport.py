@@ -8,7 +8,13 @@ import pytest
 
 from workbench.config import Settings
 from workbench.kernels.connection import TCP_PORTS, host_view, new_connection_info
-from workbench.kernels.launcher import ContainerLimits, DockerLauncher, LaunchRequest
+from workbench.kernels.launcher import (
+    KERNEL_COMMAND,
+    TCP_KERNEL_COMMAND,
+    ContainerLimits,
+    DockerLauncher,
+    LaunchRequest,
+)
 
 LIMITS = ContainerLimits(memory_mb=512, cpus=1.0, pids_limit=64, tmp_mb=16, shm_mb=16)
 
@@ -49,10 +55,12 @@ def test_unknown_transport_is_refused() -> None:
 def test_container_network_per_transport() -> None:
     ipc = DockerLauncher(image="i", uid=1000, instance="x").container_options(request())
     assert ipc["network_mode"] == "none"
+    assert ipc["command"] == KERNEL_COMMAND
     assert "network" not in ipc
     tcp = DockerLauncher(image="i", uid=1000, instance="x", transport="tcp", network="kernels-net")
     options = tcp.container_options(request())
     assert options["network"] == "kernels-net"
     assert "network_mode" not in options
     assert "ports" not in options  # nothing published on the host
+    assert options["command"] == TCP_KERNEL_COMMAND  # the image's launcher with the ZAP guard
     assert Settings.load(env={"WORKBENCH_KERNEL_TRANSPORT": "TCP"}).kernel_transport == "tcp"

@@ -37,7 +37,7 @@ from workbench.kernels.kubernetes import (
     pod_state,
     workspace_claim,
 )
-from workbench.kernels.launcher import ContainerLimits, LaunchRequest
+from workbench.kernels.launcher import TCP_KERNEL_COMMAND, ContainerLimits, LaunchRequest
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 SHIPPED = {
@@ -151,6 +151,7 @@ def test_claim_size_and_class() -> None:
 def test_kernel_listens_on_the_tcp_kernel_ports_and_reads_its_connection_file() -> None:
     container = pod()["spec"]["containers"][0]
     assert sorted(port["containerPort"] for port in container["ports"]) == sorted(TCP_PORTS.values())
+    assert container["command"] == TCP_KERNEL_COMMAND  # the image's launcher with the ZAP guard
     assert container["command"][-1] == f"/run/workbench/{KERNEL_CONNECTION_FILE}"
     mount = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/run/workbench")
     assert mount["readOnly"] is True

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.errors import EngineUnavailable, KernelFailed
 from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE, TCP_PORTS, read_json
 from workbench.kernels.launcher import (
-    KERNEL_COMMAND,
+    TCP_KERNEL_COMMAND,
     GoneCallback,
     KernelLauncher,
     KernelState,
@@ -102,7 +102,7 @@ def kernel_pod(
                 {
                     "name": KERNEL_CONTAINER,
                     "image": image,
-                    "command": KERNEL_COMMAND,
+                    "command": TCP_KERNEL_COMMAND,
                     "workingDir": "/data",
                     "env": [
                         {"name": "HOME", "value": "/tmp"},  # noqa: S108

@@ -40,6 +40,9 @@ KERNEL_COMMAND = [
     "-f",
     f"{CONTAINER_RUNTIME_DIR}/{KERNEL_CONNECTION_FILE}",
 ]
+# Over TCP: the image's launcher, which admits only clients holding the kernel's Curve key pair (ZAP).
+TCP_KERNEL_COMMAND = ["python", "/opt/workbench/workbench_kernel.py", "-f",
+                      f"{CONTAINER_RUNTIME_DIR}/{KERNEL_CONNECTION_FILE}"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +238,7 @@ class DockerLauncher(KernelLauncher):
         memory = f"{limits.memory_mb}m"
         options: dict[str, Any] = {
             "image": self.image,
-            "command": KERNEL_COMMAND,
+            "command": KERNEL_COMMAND if self.transport == "ipc" else TCP_KERNEL_COMMAND,
             "name": container_name(request.session_id),
             "detach": True,
             "user": f"{self.uid}:{self.uid}",
