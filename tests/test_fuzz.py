@@ -50,7 +50,9 @@ CONFIG: dict[str, Any] = {
 SCHEMA = schemathesis.openapi.from_dict(document(), config=SchemathesisConfig.from_dict(CONFIG)).exclude(
     path_regex=r"^/metrics$|/ws$"
 )
-KERNEL_OR_USER_CONTENT = {"execute", "downloadFile", "fileHeaders", "compatDownloadFile"}
+KERNEL_OR_USER_CONTENT = {"execute", "downloadFile", "fileHeaders", "compatDownloadFile"} | {
+    "listExecutions", "getExecution", "exportNotebook", "runNotebook", "replayExecutions", "listVariables",
+}  # fmt: skip
 """Operations whose successful answers carry what the kernel printed, or a user's file, verbatim."""
 HOST_VIEW = {"getConnection"}
 """Admin only: the kernel's connection as seen from the server host, socket paths included by design."""

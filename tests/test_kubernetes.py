@@ -217,6 +217,7 @@ def test_deployment_has_replicas_probes_and_the_database_url_from_a_secret() -> 
     env = {item["name"]: item for item in container["env"]}
     assert env["WORKBENCH_DB_URL"]["valueFrom"]["secretKeyRef"]["key"] == "db-url"
     assert env["WORKBENCH_KERNEL_LAUNCHER"]["value"] == "kubernetes"
+    assert env["WORKBENCH_POOL_SIZE"]["value"] == "0"
     service = next(m for m in manifests() if m["kind"] == "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
@@ -328,6 +329,8 @@ def test_launcher_creates_policy_claim_secret_pod_and_removes_the_kernel_only(
         assert sum(kind == "PersistentVolumeClaim" for kind, _ in kube.objects) == 1
         with pytest.raises(KernelFailed):
             await launcher.signal(second, signal.SIGINT)
+        with pytest.raises(KernelFailed):  # no in-place resize: the manager starts the kernel cold
+            await launcher.update_limits(second, LIMITS)
         assert await launcher.ping()
         await launcher.discard(SESSION)  # the session is deleted: its workspace volume goes
         assert not any(kind == "PersistentVolumeClaim" for kind, _ in kube.objects)

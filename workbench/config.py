@@ -46,6 +46,14 @@ def _bool(text: str) -> bool:
     raise ValueError(msg)
 
 
+def _workspace_fs(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"loop", "dir"}:
+        msg = f"not loop or dir: {text!r}"
+        raise ValueError(msg)
+    return value
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
@@ -116,12 +124,35 @@ OPTIONS: tuple[Option, ...] = (
     Option("upload_extensions", _words, "File name endings accepted by uploads (space or comma separated)."),
     Option("max_upload_mb", int, "Largest uploaded file, in MiB."),
     Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
+    Option(
+        "workspace_fs",
+        _workspace_fs,
+        "loop: each workspace is a loop-mounted file system of the quota's size (kernels get ENOSPC past it) "
+        "and each runtime directory a 16 KiB tmpfs; needs root. dir: plain directories (the quota binds "
+        "uploads only).",
+    ),
     Option("max_sessions", int, "Most live sessions on this server."),
+    Option("library_quota_mb", int, "Disk one tenant's file library may hold (allocated blocks), in MiB."),
+    Option(
+        "pool_size",
+        int,
+        "Warm kernels kept started and ready, so that a create only claims one (0 disables the pool).",
+    ),
     Option(
         "allowed_origins",
         _words,
         "Origins (exact, or patterns like https://*.example.com) allowed on WebSockets.",
     ),
+    Option(
+        "changes",
+        _bool,
+        "Report each run's file change-set (a scan of /data before and after each run; a request can "
+        'skip it with "files": false).',
+    ),
+    Option("changes_max_files", int, "Workspaces holding more files than this get no change-set."),
+    Option("changes_max_entries", int, "Entries listed in one change-set (past it: truncated)."),
+    Option("changes_hash_kb", int, "Created or modified files up to this size (KiB) get a sha256."),
+    Option("history_output_kb", int, "Outputs (KiB) kept in the history per session, oldest cut first."),
     Option("stop_kernels_on_exit", _bool, "Stop every kernel container when the server shuts down."),
     Option("log_level", str, "Logging level: debug, info, warning or error."),
     Option(
@@ -181,8 +212,16 @@ class Settings:
     upload_extensions: tuple[str, ...] = (".xlsx", ".xls", ".parquet", ".csv", ".json", ".txt")
     max_upload_mb: int = 512
     workspace_quota_mb: int = 2048
+    workspace_fs: str = "loop"
     max_sessions: int = 64
+    pool_size: int = 2
+    library_quota_mb: int = 1024
     allowed_origins: tuple[str, ...] = ()
+    changes: bool = True
+    changes_max_files: int = 100_000
+    changes_max_entries: int = 300
+    changes_hash_kb: int = 1024
+    history_output_kb: int = 16384
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
     kernel_transport: str = "ipc"
@@ -224,6 +263,15 @@ class Settings:
     @property
     def connections_dir(self) -> Path:
         return self.state_dir / "connections"
+
+    @property
+    def library_dir(self) -> Path:
+        return self.state_dir / "library"
+
+    @property
+    def library_slots_dir(self) -> Path:
+        """Per warm kernel, the directory its tenant's library is mounted on once it is claimed."""
+        return self.state_dir / "library-slots"
 
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}

@@ -205,6 +205,7 @@ def execution_schemas() -> JSON:
                 "exclusiveMinimum": 0,
                 "description": "Seconds; capped by the server; `null`: the server's default.",
             },
+            "files": {"type": "boolean", "default": True, "description": "`false`: no file change-set."},
         },
         required=("code",),
     )
@@ -227,6 +228,9 @@ def execution_schemas() -> JSON:
             "duration_ms": {"type": "integer", "minimum": 0},
             "truncated": {"type": "boolean", "description": "Output beyond the server's limit was cut."},
             "reason": {"type": ["string", "null"], "description": "Why the status was set by the server."},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "n": {"type": ["integer", "null"], "description": "The run's number in the session's history."},
         },
         required=("status", "execution_count", "stdout", "stderr", "outputs", "error", "duration_ms"),
     )
@@ -491,6 +495,10 @@ Server -> client (`id` = the execute request's id):
 - `{"type": "error", "code", "message"}` without `id` for a bad frame (the socket stays open).
 
 Every client connected to the same session sees every execution's events (shared view).
+
+Browsers, which cannot send `Authorization` on a WebSocket, may offer the subprotocols `workbench.v1` and
+`workbench.bearer.<the token in unpadded base64url>` (the server answers `workbench.v1`) instead of `?token=`.
+Pages of this server connect from any origin it is reached by; other origins need `WORKBENCH_ALLOWED_ORIGINS`.
 """
 
 
@@ -639,6 +647,175 @@ def compat_paths() -> JSON:
     }
 
 
+def library_paths() -> JSON:
+    """The tenant's file library: the v1 routes and the original service's "global" ones."""
+    op = functools.partial(operation, tag="library")
+    entry = json_content(schema("FileEntry"))
+    created = {"201": answer("The stored file.", entry, {"Location": header("The file's URL.")})}
+    plain_entry = schema("GlobalFileEntry")
+    plain = json_content(plain_entry)
+    listing = file_paths()["/api/v1/sessions/{session_id}/files"]["get"]["parameters"]
+    raw = {"required": False, "content": {"application/octet-stream": {"schema": BINARY}}}
+    path = {**ref("parameters", "FilePath"), "description": "A path relative to the library."}
+    filename = ref("parameters", "LibraryFilename")
+    deleted = obj({"name": {"type": "string"}, "deleted": {"const": True}}, required=("name", "deleted"))
+    return {
+        "/api/v1/library": {
+            "get": op(
+                "listLibrary",
+                "List the library",
+                {"200": answer("Entries by path.", json_content(schema("FilePage")))},
+                errors=(400, 404, 413),
+                parameters=listing,
+            ),
+            "post": op(
+                "uploadLibraryFiles",
+                "Upload files to the library (multipart)",
+                {"201": answer("The stored files.", json_content(schema("FileList")))},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        },
+        "/api/v1/library/{path}": {
+            "parameters": [path],
+            "get": download_operation("downloadLibraryFile", "library"),
+            "head": download_operation("libraryFileHeaders", "library", head=True),
+            "put": op(
+                "putLibraryFile", "Upload one file (raw bytes)", created, errors=UPLOAD_ERRORS, body=raw
+            ),
+            "post": op(
+                "publishToLibrary",
+                "Copy a file of one of the caller's sessions into the library",
+                created,
+                errors=(*UPLOAD_ERRORS, 422),
+                body=json_request(schema("Publish")),
+            ),
+            "patch": op(
+                "renameLibraryFile",
+                "Rename or move",
+                {"200": answer("The moved entry.", entry)},
+                errors=(400, 404, 409, 413, 422),
+                body=json_request(schema("Rename")),
+            ),
+            "delete": op(
+                "deleteLibraryFile",
+                "Delete (a folder needs recursive=true)",
+                {"204": answer("Deleted.")},
+                errors=(400, 404, 409),
+                parameters=[ref("parameters", "Recursive")],
+            ),
+        },
+        "/api/v1/files/global/list": {
+            "get": op(
+                "globalList",
+                "The files at the top of the library",
+                {
+                    "200": answer(
+                        "Files.", json_content({"type": "array", "items": schema("GlobalFileEntry")})
+                    )
+                },
+                errors=(404, 413),
+            ),
+        },
+        "/api/v1/files/global/upload": {
+            "post": op(
+                "globalUpload",
+                "Upload one file (multipart `file`) to the top of the library",
+                {"200": answer("The stored file.", plain)},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        },
+        "/api/v1/files/global/download/{filename}": {
+            "parameters": [filename],
+            "get": download_operation("globalDownload", "library"),
+        },
+        "/api/v1/files/global/rename/{filename}": {
+            "parameters": [filename],
+            "patch": op(
+                "globalRename",
+                "Rename a file (409 if the new name is taken)",
+                {"200": answer("The renamed file.", plain)},
+                errors=(400, 404, 409, 413, 422),
+                body=json_request(schema("GlobalRename")),
+            ),
+        },
+        "/api/v1/files/global/delete/{filename}": {
+            "parameters": [filename],
+            "delete": op(
+                "globalDelete",
+                "Delete a file",
+                {"200": answer("Deleted.", json_content(deleted))},
+                errors=(400, 404, 409),
+            ),
+        },
+    }
+
+
+def archive_paths() -> JSON:
+    """Whole-workspace zip archives."""
+    folder = parameter("path", "query", "A folder of the workspace; default: all of it.", {"type": "string"})
+    placed = obj(
+        {
+            "files": {"type": "array", "items": schema("FileEntry")},
+            "count": {"type": "integer", "minimum": 0, "description": "Files extracted."},
+            "bytes": {"type": "integer", "minimum": 0},
+        },
+        required=("files", "count", "bytes"),
+    )
+    zipped = {"application/zip": {"schema": BINARY}}
+    download = operation(
+        "downloadArchive",
+        "The workspace (or a folder) as a zip, streamed; links and special files left out",
+        {"200": answer("The zip.", zipped, {"Content-Disposition": header("`attachment`.")})},
+        tag="files",
+        errors=(400, 404, 409),
+        parameters=[folder],
+    )
+    upload = operation(
+        "uploadArchive",
+        "Extract a zip into the workspace (or a folder), all or nothing",
+        {"201": answer("The top-level entries placed.", json_content(placed))},
+        tag="files",
+        errors=(400, 404, 409, 413),
+        parameters=[folder],
+        body={
+            "description": "A zip archive (any `Content-Type`).",
+            "required": True,
+            "content": {"application/octet-stream": {"schema": BINARY}},
+        },
+    )
+    return {"/api/v1/sessions/{session_id}/archive": session_item(get=download, post=upload)}
+
+
+def library_components() -> tuple[JSON, JSON]:
+    """The schemas and parameters of :func:`library_paths`."""
+    string = {"type": "string", "minLength": 1}
+    schemas = {
+        "GlobalFileEntry": obj(
+            {"name": {"type": "string"}, "size": {"type": "integer"}, "modified": TIMESTAMP},
+            required=("name", "size", "modified"),
+        ),
+        "GlobalRename": obj({"new_filename": string}, required=("new_filename",)),
+        "Publish": obj(
+            {
+                "from_session": {"type": "string", "pattern": SESSION_ID_PATTERN},
+                "path": {**string, "description": "The file in that session's workspace."},
+            },
+            required=("from_session", "path"),
+        ),
+    }
+    filename = parameter(
+        "filename",
+        "path",
+        "A file name at the top of the library (no `/`).",
+        string,
+        required=True,
+        example="预算模板.xlsx",
+    )
+    return schemas, {"LibraryFilename": filename}
+
+
 def connection_paths() -> JSON:
     connection = operation(
         "getConnection",
@@ -653,6 +830,244 @@ def connection_paths() -> JSON:
         description="For `workbench attach` or `jupyter console --existing` on the server host.",
     )
     return {"/api/v1/sessions/{session_id}/connection": session_item(get=connection)}
+
+
+def page_paths() -> JSON:
+    op = functools.partial(operation, tag="page", public=True)
+    text = {"schema": {"type": "string"}}
+    name = parameter(
+        "name",
+        "path",
+        "A file of the page (a JavaScript module or a stylesheet).",
+        {"type": "string", "minLength": 1},
+        required=True,
+        example="main.js",
+    )
+    asset = {
+        "200": answer(
+            "The file.",
+            {"text/javascript": text, "text/css": text, "text/html": text},
+            {"ETag": header("Its version.")},
+        ),
+        "304": answer("Not modified (`If-None-Match` matched)."),
+    }
+    return {
+        "/": {"get": op("page", "The built-in web page", {"200": answer("The page.", {"text/html": text})})},
+        "/static/{name}": {
+            "parameters": [name],
+            "get": op("pageFile", "A file of the built-in web page", asset, errors=(404,)),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------ runs and state
+
+
+def run_schemas() -> JSON:
+    nullable_number = {"type": ["number", "null"]}
+    change = obj(
+        {
+            "path": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0},
+            "mime": {"type": ["string", "null"]},
+            "sha256": {"type": "string", "description": "For files up to `WORKBENCH_CHANGES_HASH_KB`."},
+        },
+        required=("path", "size", "mime"),
+    )
+    entries = {"type": "array", "items": change}
+    change_set = obj(
+        {
+            "created": entries,
+            "modified": entries,
+            "deleted": entries,
+            "truncated": {"type": "boolean", "description": "More entries than listed; see `counts`."},
+            "counts": {"type": ["object", "null"]},
+            "reason": {"type": "string", "description": "Why the workspace was not scanned."},
+        },
+        required=("created", "modified", "deleted", "truncated"),
+        description="Regular files of `/data` the run created, modified or deleted (links not followed).",
+    )
+    resources = obj(
+        {
+            "peak_memory_mb": nullable_number,
+            "cpu_seconds": nullable_number,
+            "memory_limit_mb": {"type": ["integer", "null"]},
+            "peak_scope": {"enum": ["run", "kernel", None]},
+        },
+        required=("peak_memory_mb", "cpu_seconds", "memory_limit_mb"),
+    )
+    summary = obj(
+        {
+            "n": {"type": "integer"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "code": {"type": "string"},
+            "status": {"enum": list(EXECUTION_STATUSES)},
+            "reason": {"type": ["string", "null"]},
+            "execution_count": {"type": ["integer", "null"]},
+            "started_at": TIMESTAMP,
+            "finished_at": {"type": ["string", "null"]},
+            "duration_ms": {"type": ["integer", "null"]},
+            "output_bytes": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "error": {"type": ["object", "null"]},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "outputs_kept": {"type": "boolean"},
+        },
+        required=("n", "code", "status", "started_at", "duration_ms", "output_bytes", "files"),
+    )
+    page = obj(
+        {
+            "executions": {"type": "array", "items": schema("ExecutionSummary")},
+            "next": {"type": ["integer", "null"], "description": "Pass as `before` for the next page."},
+        },
+        required=("executions", "next"),
+    )
+    detail = {
+        "allOf": [
+            schema("ExecutionSummary"),
+            obj(
+                {
+                    "stdout": {"type": "string"},
+                    "stderr": {"type": "string"},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                    "events": {"type": "array", "items": {"type": "object"}},
+                    "outputs_cut": {"type": "boolean", "description": "The outputs were not (all) kept."},
+                },
+                required=("stdout", "stderr", "outputs", "outputs_cut"),
+            ),
+        ]
+    }
+    variable = obj(
+        {
+            "name": {"type": "string"},
+            "type": {"type": "string"},
+            "repr": {"type": ["string", "null"]},
+            "size": {"type": ["integer", "null"]},
+            "len": {"type": "integer"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "dtype": {"type": "string"},
+            "columns": {"type": "array", "items": {"type": "object"}},
+        },
+        required=("name", "type", "repr", "size"),
+    )
+    variables = obj(
+        {
+            "variables": {"type": "array", "items": variable},
+            "count": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "partial": {"type": "boolean", "description": "Some variables got no `repr` (time budget)."},
+            "execution_count": {"type": ["integer", "null"]},
+        },
+        required=("variables", "count", "truncated"),
+    )
+    replay = obj(
+        {
+            "from": {"type": "integer", "minimum": 1, "description": "First execution number to replay."},
+            "restart": {"type": "boolean", "default": False, "description": "Restart the kernel first."},
+            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        },
+        closed=True,
+    )
+    return {
+        "ChangeSet": change_set,
+        "Resources": resources,
+        "ExecutionSummary": summary,
+        "ExecutionPage": page,
+        "ExecutionDetail": detail,
+        "Variables": variables,
+        "ReplayRequest": replay,
+    }
+
+
+def run_paths() -> JSON:
+    op = functools.partial(operation, tag="runs")
+    notebook = {"application/x-ipynb+json": {"schema": {"type": "object"}}}
+    number = parameter(
+        "n", "path", "The run's number in the session.", {"type": "integer", "minimum": 1}, required=True,
+        example="1",
+    )  # fmt: skip
+    paging = [
+        parameter("limit", "query", "Page size.", {"type": "integer", "minimum": 1, "maximum": 200}),
+        parameter("before", "query", "Only runs numbered below this.", {"type": "integer", "minimum": 1}),
+    ]
+    replayed = answer(
+        "The replayed runs' results; with `Accept: application/x-ndjson`, their events as they happen "
+        "(`replay_start`, then each run's events and `done`), ending with `replay_done`.",
+        {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-ndjson": {"schema": schema("Event")},
+        },
+    )
+    run_parameters = [
+        parameter("timeout", "query", "Seconds per cell.", {"type": "integer", "minimum": 1}),
+        parameter("allow_errors", "query", "Go on after a failing cell.", {"type": "boolean"}),
+    ]
+    inspect_parameters = [
+        parameter(
+            "limit", "query", "Most variables listed.", {"type": "integer", "minimum": 1, "maximum": 10000}
+        ),
+        parameter(
+            "wait", "query", "Seconds to wait for a running execution.", {"type": "integer", "minimum": 0}
+        ),
+    ]
+    return {
+        "/api/v1/sessions/{session_id}/executions": session_item(
+            get=op(
+                "listExecutions",
+                "The session's runs, newest first",
+                {"200": answer("A page of runs.", json_content(schema("ExecutionPage")))},
+                errors=(400, 404),
+                parameters=paging,
+            )
+        ),
+        "/api/v1/sessions/{session_id}/executions/{n}": {
+            "parameters": [ref("parameters", "SessionId"), number],
+            "get": op(
+                "getExecution",
+                "One run with its kept outputs",
+                {"200": answer("The run.", json_content(schema("ExecutionDetail")))},
+                errors=(404,),
+            ),
+        },
+        "/api/v1/sessions/{session_id}/notebook": session_item(
+            get=op(
+                "exportNotebook",
+                "The session's history as a notebook (nbformat 4)",
+                {"200": answer("The .ipynb document.", notebook)},
+                errors=(404,),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/notebook/run": session_item(
+            post=op(
+                "runNotebook",
+                "Run a notebook's code cells in order; answers the executed notebook",
+                {"200": answer("The executed notebook.", notebook)},
+                errors=(400, 404, 413, 422, 503),
+                parameters=run_parameters,
+                body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            )
+        ),
+        "/api/v1/sessions/{session_id}/replay": session_item(
+            post=op(
+                "replayExecutions",
+                "Run the session's successful runs again, in order",
+                {"200": replayed},
+                errors=(400, 404, 422, 503),
+                body=json_request(schema("ReplayRequest"), required=False),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/variables": session_item(
+            get=op(
+                "listVariables",
+                "The kernel's variables (no trace in the session)",
+                {"200": answer("The user namespace.", json_content(schema("Variables")))},
+                errors=(400, 404, 409, 503),
+                parameters=inspect_parameters,
+            )
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- document
@@ -670,6 +1085,10 @@ def document() -> JSON:
         file_paths,
         compat_paths,
         connection_paths,
+        library_paths,
+        archive_paths,
+        page_paths,
+        run_paths,
     ):
         paths.update(part())
     return {
@@ -689,8 +1108,10 @@ def document() -> JSON:
                 **execution_schemas(),
                 **file_schemas(),
                 **server_schemas(),
+                **library_components()[0],
+                **run_schemas(),
             },
-            "parameters": parameters(),
+            "parameters": {**parameters(), **library_components()[1]},
             "responses": error_responses(),
             "securitySchemes": security_schemes(),
         },

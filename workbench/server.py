@@ -80,6 +80,7 @@ async def serve(settings: Settings) -> None:
         log.warning("could not reconcile kernels with the engine: %s", exc)
 
     launcher.watch(manager.on_kernel_gone)
+    manager.pool.start()
     reaper = Reaper(manager)
     reaper.start()
     app = make_app(manager, Authenticator(token, database))

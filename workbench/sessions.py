@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench import metrics
+from workbench import metrics, variables
 from workbench.auth import Principal
+from workbench.changes import ChangeLimits
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
-from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.errors import Conflict, Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.history import HistoryLog, kept_outputs
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
+from workbench.kernels.library_mount import attach_library, detach_library, prepare_slots
 from workbench.kernels.runtime import Listener, SessionKernel
-from workbench.workspace import Workspace, wipe
+from workbench.library import Library, library_key
+from workbench.pool import Slot, WarmPool
+from workbench.runinfo import LastSnapshots, Meters, RunInfo
+from workbench.volumes import Volumes
+from workbench.workspace import FileEntry, Workspace, wipe
 
 log = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "session-"
 CULLED = "idle-culled"
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
+VARIABLES_TIMEOUT = 10.0  # seconds the kernel gets to list its variables before it is interrupted
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -47,6 +57,19 @@ class SessionManager:
         self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
+        self.volumes = Volumes(settings.state_dir / "volumes", mode=settings.workspace_fs,
+                               quota_bytes=settings.workspace_quota_mb * 2**20, owner=self.owner)  # fmt: skip
+        self._cold_starts = 0
+        self.pool = WarmPool(
+            settings.pool_size,
+            make=self._make_slot,
+            discard=self._discard_slot,
+            room=self._pool_room,
+            users_starting=lambda: self._cold_starts > 0,
+        )
+        self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
+        self._meters = Meters()
+        self._snapshots = LastSnapshots()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -65,15 +88,27 @@ class SessionManager:
     def connection_path(self, session_id: str) -> Path:
         return self.settings.connections_dir / f"{session_id}.json"
 
+    def library_path(self, tenant: str) -> Path:
+        return self.settings.library_dir / library_key(tenant)
+
     def prepare_state_dir(self) -> None:
         for path, mode in (
             (self.settings.state_dir, 0o711),
             (self.settings.workspaces_dir, 0o711),
             (self.settings.runtime_dir, 0o711),
             (self.settings.connections_dir, 0o700),
+            (self.settings.library_dir, 0o711),
         ):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
+        if self.pool.size > 0:
+            try:
+                prepare_slots(self.settings.library_slots_dir)
+            except OSError as exc:
+                log.warning(
+                    "warm pool disabled: warm kernels need /library slot mounts (%s); run as root", exc
+                )
+                self.pool.size = 0
 
     def _make_private_dir(self, path: Path, mode: int) -> None:
         path.mkdir(mode=mode, exist_ok=True)
@@ -129,10 +164,32 @@ class SessionManager:
     async def workspace(self, session_id: str) -> Workspace:
         """The session's workspace, for file operations (a stopped session's files are still there)."""
         await self.get_live_row(session_id)
+        self._snapshots.forget(session_id)  # the next run's change-set starts from a fresh scan
         settings = self.settings
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
                          allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
+
+    async def library(self, principal: Principal) -> Library:
+        """The caller's tenant library (made on first use), for file operations."""
+        return await self._library(principal.name)
+
+    async def _library(self, tenant: str) -> Library:
+        settings = self.settings
+        library = Library(self.library_path(tenant), quota_bytes=settings.library_quota_mb * 2**20,
+                          max_upload_bytes=settings.max_upload_mb * 2**20,
+                          allowed_extensions=settings.upload_extensions)  # fmt: skip
+        await self._blocking(None, library.ensure)
+        return library
+
+    async def publish(self, principal: Principal, session_id: str, path: str, target: str) -> FileEntry:
+        """Copy the file ``path`` of one of the caller's sessions to ``target`` in the caller's library."""
+        await self.check_access(session_id, principal)
+        workspace = await self.workspace(session_id)
+        library = await self.library(principal)
+        await self.touch(session_id, "file-publish", path)
+        entry: FileEntry = await self._blocking(None, library.publish, workspace, path, target)
+        return entry
 
     async def touch(self, session_id: str, kind: str, detail: str | None = None) -> None:
         """Record activity on a session (file operations, connections)."""
@@ -171,24 +228,54 @@ class SessionManager:
         if principal.max_memory_mb is not None:
             memory_mb = min(memory_mb, principal.max_memory_mb)
         await self._check_capacity(principal)
+        slot = self.pool.claim()
         now = utcnow()
-        row = await self.db.add_session(
-            SessionRow(
-                id=f"{SESSION_ID_PREFIX}{uuid.uuid4()}",
-                status="starting",
-                created_at=now,
-                last_activity_at=now,
-                tenant=principal.name,
-                memory_mb=memory_mb,
-                cpus=cpus,
-                idle_timeout=idle_timeout,
-                metadata_=metadata,
-            )
-        )
-        kernel = self._kernel_for(row)
         try:
-            await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
-            await self._blocking(None, self._make_private_dir, kernel.request.runtime_dir, 0o700)
+            row = await self.db.add_session(
+                SessionRow(
+                    id=slot.session_id if slot is not None else new_session_id(),
+                    status="starting",
+                    created_at=now,
+                    last_activity_at=now,
+                    tenant=principal.name,
+                    memory_mb=memory_mb,
+                    cpus=cpus,
+                    idle_timeout=idle_timeout,
+                    metadata_=metadata,
+                )
+            )
+        except BaseException:
+            if slot is not None:
+                self.pool.give_back(slot)
+            raise
+        if slot is not None and await self._adopt(row, slot):
+            return await self._mark_ready(row.id, slot.kernel)
+        return await self._cold_start(row)
+
+    async def _adopt(self, row: SessionRow, slot: Slot) -> bool:
+        """Hand a warm kernel to a new session, with the limits it asked for (a restart is cold)."""
+        limits = self._container_limits(row)
+        request = slot.kernel.request
+        library = await self._library(row.tenant)
+        try:
+            if limits != request.limits:
+                await self.launcher.update_limits(slot.kernel.kernel_id or "", limits)
+            assert request.library is not None
+            await self._blocking(None, attach_library, request.library, library.root)
+        except Exception:
+            log.exception("session %s: could not fit a warm kernel to its session; starting cold", row.id)
+            await self._discard_slot(slot)
+            return False
+        slot.kernel.request = dataclasses.replace(request, limits=limits, library=library.root, pooled=False)
+        self._register(row, slot.kernel)
+        return True
+
+    async def _cold_start(self, row: SessionRow) -> SessionRow:
+        kernel = self._kernel_for(row)
+        self._cold_starts += 1
+        try:
+            await self._library(row.tenant)
+            await self._provision(kernel.request)
             await kernel.start()
         except BaseException as exc:
             await self._discard(row.id, "failed", reason=str(exc)[:200])
@@ -197,7 +284,41 @@ class SessionManager:
             log.exception("session %s: kernel start failed", row.id)
             msg = "could not start the kernel"
             raise KernelFailed(msg) from exc
+        finally:
+            self._cold_starts -= 1
         return await self._mark_ready(row.id, kernel)
+
+    async def _provision(self, request: LaunchRequest) -> None:
+        """The kernel's workspace and runtime directory, before its container starts."""
+        await self._blocking(None, self._make_private_dir, request.workspace, 0o770)
+        await self._blocking(None, self._make_private_dir, request.runtime_dir, 0o700)
+        await self._blocking(None, self._volume_call, self.volumes.provision, request.session_id)
+
+    # the warm pool
+
+    async def _make_slot(self) -> Slot:
+        session_id = new_session_id()
+        library_slot = self.settings.library_slots_dir / session_id
+        kernel = self._new_kernel(session_id, self._container_limits(None), library=library_slot, pooled=True)
+        slot = Slot(session_id, kernel)
+        try:
+            await self._blocking(None, functools.partial(library_slot.mkdir, mode=0o755))
+            await self._provision(slot.kernel.request)
+            await slot.kernel.start()
+        except BaseException:
+            await self._discard_slot(slot)
+            raise
+        return slot
+
+    async def _discard_slot(self, slot: Slot) -> None:
+        try:
+            await slot.kernel.stop(remove=True, reason="discarded")
+        finally:
+            await self._blocking(None, self._remove_files, slot.session_id)
+
+    def _pool_room(self) -> int:
+        """Kernels the engine may still take: the pool counts towards ``max_sessions``."""
+        return self.settings.max_sessions - self.running_kernels()
 
     async def _check_capacity(self, principal: Principal) -> None:
         live = await self.db.list_sessions(("starting", "ready"))
@@ -223,34 +344,50 @@ class SessionManager:
     def _kernel_for(self, row: SessionRow) -> SessionKernel:
         kernel = self.kernels.get(row.id)
         if kernel is None:
-            limits = ContainerLimits(
-                memory_mb=row.memory_mb,
-                cpus=row.cpus,
-                pids_limit=self.settings.pids_limit,
-                tmp_mb=self.settings.tmp_mb,
-                shm_mb=self.settings.shm_mb,
-            )
-            request = LaunchRequest(
-                session_id=row.id,
-                workspace=self.workspace_path(row.id),
-                runtime_dir=self.runtime_path(row.id),
-                limits=limits,
-            )
-            kernel = SessionKernel(
-                request,
-                self.launcher,
-                connection_file=self.connection_path(row.id),
-                owner=self.owner,
-                start_timeout=self.settings.start_timeout,
-                interrupt_grace=self.settings.interrupt_grace,
-                max_output_bytes=self.settings.max_output_kb * 1024,
+            kernel = self._new_kernel(
+                row.id, self._container_limits(row), library=self.library_path(row.tenant)
             )
             if row.status == "stopped":
                 kernel.down_reason = row.status_reason or "stopped"
-            kernel.subscribe(self._kernel_news(row.id))
-            self.kernels[row.id] = kernel
-            self._owners[row.id] = row.tenant
+            self._register(row, kernel)
         return kernel
+
+    def _container_limits(self, row: SessionRow | None) -> ContainerLimits:
+        """A session's limits; without a row, the defaults a warm kernel starts with."""
+        settings = self.settings
+        return ContainerLimits(
+            memory_mb=row.memory_mb if row is not None else settings.memory_mb,
+            cpus=row.cpus if row is not None else settings.cpus,
+            pids_limit=settings.pids_limit,
+            tmp_mb=settings.tmp_mb,
+            shm_mb=settings.shm_mb,
+        )
+
+    def _new_kernel(
+        self, session_id: str, limits: ContainerLimits, *, library: Path, pooled: bool = False
+    ) -> SessionKernel:
+        request = LaunchRequest(
+            session_id=session_id,
+            workspace=self.workspace_path(session_id),
+            runtime_dir=self.runtime_path(session_id),
+            limits=limits,
+            library=library,
+            pooled=pooled,
+        )
+        return SessionKernel(
+            request,
+            self.launcher,
+            connection_file=self.connection_path(session_id),
+            owner=self.owner,
+            start_timeout=self.settings.start_timeout,
+            interrupt_grace=self.settings.interrupt_grace,
+            max_output_bytes=self.settings.max_output_kb * 1024,
+        )
+
+    def _register(self, row: SessionRow, kernel: SessionKernel) -> None:
+        kernel.subscribe(self._kernel_news(row.id))
+        self.kernels[row.id] = kernel
+        self._owners[row.id] = row.tenant
 
     def _kernel_news(self, session_id: str) -> Listener:
         """Keep the row's container id in step when a kernel is replaced behind a request's back."""
@@ -283,8 +420,11 @@ class SessionManager:
         kernel = self.kernels.get(session_id)
         if kernel is not None and kernel.state not in ("stopped", "dead"):
             return kernel  # the hot path: no database round trip
-        kernel = await self.session_kernel(session_id)
+        row = await self.get_live_row(session_id)
+        kernel = self._kernel_for(row)
         if kernel.state in ("stopped", "dead"):
+            await self._blocking(None, self._volume_call, self.volumes.ensure, session_id)
+            await self._library(row.tenant)
             await kernel.ensure_running()
             await self._mark_ready(session_id, kernel)
         return kernel
@@ -298,26 +438,74 @@ class SessionManager:
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
+        files: bool = True,
     ) -> ExecutionResult:
+        """Run ``code``; ``files=False`` skips the run's file change-set."""
         timeout = self.execute_timeout(timeout)
         kernel = await self.kernel(session_id)
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        info = self._run_info(session_id, kernel, files)
+        execution = await kernel.execute(
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info
+        )
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         finished = utcnow()
         error = result.error or {}
-        # One write per execution, off the hot path (the database worker keeps them in order).
-        self._spawn(self.db.add_execution(ExecutionRow(
+        # One write per execution, batched off the hot path (the history writer keeps them in order).
+        self.history.record(ExecutionRow(
             id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
             status=result.status, execution_count=result.execution_count,
             started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
             duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,
-            error_name=error.get("ename"), error_value=error.get("evalue"),
-        )))  # fmt: skip
+            error_name=error.get("ename"), error_value=error.get("evalue"), n=result.n,
+            reason=result.reason and result.reason[:200], files=result.files, resources=result.resources,
+            outputs=kept_outputs(execution), outputs_cut=result.truncated,
+        ))  # fmt: skip
         return result
+
+    def _run_info(self, session_id: str, kernel: SessionKernel, files: bool) -> RunInfo:
+        settings = self.settings
+        limits = ChangeLimits(
+            max_files=settings.changes_max_files,
+            max_entries=settings.changes_max_entries,
+            hash_max_bytes=settings.changes_hash_kb * 1024,
+        )
+        return RunInfo(
+            session_id,
+            history=self.history,
+            meters=self._meters,
+            snapshots=self._snapshots,
+            workspace=self.workspace_path(session_id),
+            limits=limits if files and settings.changes else None,
+            memory_limit_mb=kernel.request.limits.memory_mb,
+        )
+
+    async def variables(self, session_id: str, *, limit: int, wait: float) -> dict[str, Any]:
+        """The kernel's user namespace (see ``workbench.variables``); a stopped kernel has none.
+
+        Waits at most ``wait`` seconds for the running execution to end (else 409 ``kernel-busy``).
+        """
+        await self.get_live_row(session_id)
+        kernel = self.kernels.get(session_id)
+        expressions = {"variables": variables.expression(limit)}
+        try:
+            reply = (
+                None
+                if kernel is None
+                else await kernel.inspect(expressions, wait=max(wait, 0.1), timeout=VARIABLES_TIMEOUT)
+            )
+        except TimeoutError:
+            msg = f"the kernel was still busy after {wait:g} s; try again when it is idle"
+            raise Conflict(msg, code="kernel-busy", headers={"Retry-After": "5"}) from None
+        if reply is None:
+            return {"variables": [], "count": 0, "truncated": False, "partial": False, "kernel": "stopped"}
+        answer = variables.parse(reply)
+        count = reply.get("content", {}).get("execution_count")
+        answer["execution_count"] = count if isinstance(count, int) else None
+        return answer
 
     def execute_timeout(self, requested: float | None) -> float:
         if requested is None:
@@ -376,6 +564,8 @@ class SessionManager:
         """Remove the kernel, the workspace and the runtime files; the row stays for audit."""
         kernel = self.kernels.pop(session_id, None)
         self._owners.pop(session_id, None)
+        self._snapshots.drop(session_id)
+        self.history.forget(session_id)
         if kernel is not None:
             await kernel.stop(remove=True, reason=status)
         else:
@@ -391,7 +581,15 @@ class SessionManager:
         if kernel_id is not None:
             await self.launcher.remove(kernel_id)
 
+    def _volume_call(self, action: Callable[[str, Path, Path], None], session_id: str) -> None:
+        action(session_id, self.workspace_path(session_id), self.runtime_path(session_id))
+
     def _remove_files(self, session_id: str) -> None:
+        self._volume_call(self.volumes.release, session_id)
+        library_slot = self.settings.library_slots_dir / session_id
+        if library_slot.exists():  # a session that started as a warm kernel
+            detach_library(library_slot)
+            library_slot.rmdir()
         workspace = self.workspace_path(session_id)
         if workspace.exists():
             wipe(workspace)
@@ -402,6 +600,10 @@ class SessionManager:
 
     def on_kernel_gone(self, session_id: str, kernel_id: str, reason: str) -> None:
         """The engine says a kernel container died or was removed (maybe behind our back)."""
+        if self.pool.owns(session_id):
+            log.warning("warm kernel %s: container %s (%s)", session_id, kernel_id[:12], reason)
+            self.pool.forget(session_id)
+            return
         kernel = self.kernels.get(session_id)
         if kernel is not None and kernel.owns(kernel_id):
             log.warning("session %s: kernel container %s (%s)", session_id, kernel_id[:12], reason)
@@ -411,6 +613,7 @@ class SessionManager:
 
     async def reconcile(self) -> None:
         """Match database rows with the engine's labelled containers after a (re)start."""
+        await self._reconcile_volumes()
         containers = await self.launcher.kernels()
         for row in await self.db.list_sessions(("starting", "ready")):
             kernel_id = containers.pop(row.id, None)
@@ -437,8 +640,30 @@ class SessionManager:
             if session_id not in stopped:
                 log.info("removing orphan kernel container of %s", session_id)
             await self.launcher.remove(kernel_id)
+        await self._remove_unclaimed_files()
+
+    async def _remove_unclaimed_files(self) -> None:
+        """Warm kernels left by a previous run (no row ever named them): their directories go too."""
+        names = await self._blocking(None, _session_dirs, self.settings.workspaces_dir)
+        unclaimed = set(names) - await self.db.known_ids(names) if names else set()
+        for session_id in unclaimed:
+            log.info("removing the files of an unclaimed warm kernel %s", session_id)
+            await self._blocking(None, self._remove_files, session_id)
+
+    async def _reconcile_volumes(self) -> None:
+        """Mount again what a reboot unmounted; release the volumes of sessions that are gone."""
+        kept = {row.id for row in await self.db.list_sessions(("starting", "ready", "stopped"))}
+        for session_id in kept:
+            try:
+                await self._blocking(None, self._volume_call, self.volumes.ensure, session_id)
+            except KernelFailed:
+                log.exception("session %s: its workspace file system is not mounted", session_id)
+        for session_id in set(await self._blocking(None, self.volumes.images)) - kept:
+            await self._blocking(None, self._volume_call, self.volumes.release, session_id)
 
     async def close(self, *, stop_kernels: bool) -> None:
+        await self.pool.close()
+        await self.history.flush()
         for session_id, kernel in list(self.kernels.items()):
             try:
                 if stop_kernels:
@@ -448,6 +673,16 @@ class SessionManager:
                     await kernel.detach()
             except Exception:
                 log.exception("session %s: error while shutting down", session_id)
+
+
+def new_session_id() -> str:
+    return f"{SESSION_ID_PREFIX}{uuid.uuid4()}"
+
+
+def _session_dirs(root: Path) -> list[str]:
+    """The names of session directories under ``root`` (a directory only the server writes)."""
+    with os.scandir(root) as entries:
+        return [entry.name for entry in entries if entry.name.startswith(SESSION_ID_PREFIX)]
 
 
 def _unknown(session_id: str) -> NotFound:

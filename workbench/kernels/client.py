@@ -105,6 +105,14 @@ class KernelClient:
         msg_id = self._client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
         return msg_id, self._expect_reply(msg_id)
 
+    def execute_silent(self, expressions: dict[str, str]) -> tuple[str, asyncio.Future[Message]]:
+        """Evaluate ``expressions`` without a trace: no history, no ``execution_count`` change, no
+        ``execute_input``; the values come back in the reply's ``user_expressions``."""
+        msg_id = self._client.execute(
+            "", silent=True, store_history=False, user_expressions=expressions, allow_stdin=False
+        )
+        return msg_id, self._expect_reply(msg_id)
+
     def interrupt(self) -> None:
         """ipykernel's ``interrupt_request`` on the control channel (for kernels no signal reaches)."""
         self._client.control_channel.send(self._client.session.msg("interrupt_request", {}))

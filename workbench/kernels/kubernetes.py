@@ -23,6 +23,7 @@ from workbench.errors import EngineUnavailable, KernelFailed
 from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE, TCP_PORTS, read_json
 from workbench.kernels.launcher import (
     TCP_KERNEL_COMMAND,
+    ContainerLimits,
     GoneCallback,
     KernelLauncher,
     KernelState,
@@ -343,6 +344,12 @@ class KubernetesLauncher(KernelLauncher):
             msg = "pods take no signals through the Kubernetes API (interrupts go by message)"
             raise KernelFailed(msg)
         await self.remove(kernel_id)
+
+    async def update_limits(self, kernel_id: str, limits: ContainerLimits) -> None:
+        """Not done in place (that needs the ``pods/resize`` subresource of Kubernetes 1.33+ and its RBAC):
+        the manager then starts the session's kernel cold. Run without a warm pool on Kubernetes."""
+        msg = "the Kubernetes launcher does not resize running pods"
+        raise KernelFailed(msg)
 
     async def remove(self, kernel_id: str) -> None:
         from lightkube import ApiError

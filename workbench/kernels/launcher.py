@@ -24,6 +24,7 @@ from docker.types import Mount
 
 from workbench.errors import EngineUnavailable, KernelFailed
 from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE, TRANSPORTS
+from workbench.kernels.library_mount import library_mount, slot_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,6 +33,8 @@ SESSION_LABEL = "org.workbench.session"
 MANAGED_LABEL = "org.workbench.managed"
 # Several servers (state directories) may share one engine: each manages only its own kernels.
 INSTANCE_LABEL = "org.workbench.instance"
+# Started ahead of demand by the warm pool (the label stays after the kernel is handed to a session).
+POOL_LABEL = "org.workbench.pool"
 GoneCallback = Callable[[str, str, str], None]
 KERNEL_COMMAND = [
     "python",
@@ -62,6 +65,10 @@ class LaunchRequest:
     workspace: Path
     runtime_dir: Path
     limits: ContainerLimits
+    pooled: bool = False
+    library: Path | None = None
+    """The tenant's library directory, mounted read-only at ``/library`` (none: no ``/library``); for a
+    pooled kernel, its slot directory, on which the library is mounted when the kernel is claimed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,10 @@ class KernelLauncher(abc.ABC):
     @abc.abstractmethod
     async def remove(self, kernel_id: str) -> None:
         """Kill and remove the kernel; a kernel that is already gone is not an error."""
+
+    @abc.abstractmethod
+    async def update_limits(self, kernel_id: str, limits: ContainerLimits) -> None:
+        """Apply memory and CPU limits to a running kernel (a warm kernel handed to a session)."""
 
     @abc.abstractmethod
     async def kernels(self) -> dict[str, str]:
@@ -263,9 +274,13 @@ class DockerLauncher(KernelLauncher):
                 SESSION_LABEL: request.session_id,
                 MANAGED_LABEL: "true",
                 INSTANCE_LABEL: self.instance,
+                **({POOL_LABEL: "true"} if request.pooled else {}),
             },
             "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         }
+        if request.library is not None:
+            mount = slot_mount if request.pooled else library_mount
+            options["mounts"].append(mount(request.library))
         if self.runtime:
             options["runtime"] = self.runtime
         return options
@@ -366,6 +381,21 @@ class DockerLauncher(KernelLauncher):
 
     async def remove(self, kernel_id: str) -> None:
         await self._call(lambda client: _remove_quietly(client, kernel_id))
+
+    async def update_limits(self, kernel_id: str, limits: ContainerLimits) -> None:
+        memory = limits.memory_mb * 2**20
+        # The SDK's update_container has no NanoCpus, and CpuQuota conflicts with the NanoCpus set at start.
+        body = {"Memory": memory, "MemorySwap": memory, "NanoCpus": int(limits.cpus * 1e9)}
+
+        def update(client: docker.DockerClient) -> None:
+            api = client.api
+            url = f"{api.base_url}/v{api.api_version}/containers/{kernel_id}/update"
+            response = api.post(url, json=body, timeout=30)
+            if response.status_code != 200:
+                msg = f"the engine refused new limits: {response.status_code} {response.text[:200]}"
+                raise KernelFailed(msg)
+
+        await self._call(update)
 
     async def kernels(self) -> dict[str, str]:
         def listing(client: docker.DockerClient) -> dict[str, str]:

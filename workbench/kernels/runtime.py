@@ -13,13 +13,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from workbench.errors import KernelFailed
 from workbench.kernels.client import KernelClient, Message
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
-    SOCKET_PREFIX,
     host_view,
     new_connection_info,
     read_json,
@@ -28,10 +27,21 @@ from workbench.kernels.connection import (
 from workbench.kernels.execution import Event, Execution
 from workbench.kernels.launcher import KernelLauncher, KernelState, LaunchRequest
 from workbench.outbox import Outbox
+from workbench.workspace import wipe
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
+
+
+class RunHooks(Protocol):
+    """Work done in the queue around one run: ``before`` it starts, ``after`` it ended (before ``done``)."""
+
+    async def before(self, kernel_id: str | None) -> None: ...
+
+    async def after(self, execution: Execution) -> None: ...
+
+
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
@@ -117,7 +127,7 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info(self.launcher.transport)
-        self._prepare_runtime_dir()
+        await asyncio.get_running_loop().run_in_executor(None, self._prepare_runtime_dir)
         write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
         self.kernel_id = await self.launcher.launch(self.request)
         host_info = host_view(info, self.request.runtime_dir, await self.launcher.address(self.kernel_id))
@@ -130,9 +140,10 @@ class SessionKernel:
         self._announce("idle", reason)
 
     def _prepare_runtime_dir(self) -> None:
+        """Empty the runtime directory (no kernel runs now): stale sockets and whatever the last kernel left
+        there, so that its small file system has room for the new connection file."""
         for name in os.listdir(self.request.runtime_dir):
-            if name.startswith(f"{SOCKET_PREFIX}-"):
-                (self.request.runtime_dir / name).unlink(missing_ok=True)
+            wipe(self.request.runtime_dir / name)
 
     async def _connect(self, info: dict[str, Any], timeout: float) -> None:
         client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin)
@@ -219,12 +230,18 @@ class SessionKernel:
 
     # execution
 
-    async def execute(self, request_id: str, code: str, *, timeout: float, allow_stdin: bool) -> Execution:
+    async def execute(
+        self, request_id: str, code: str, *, timeout: float, allow_stdin: bool, hooks: RunHooks | None = None
+    ) -> Execution:
         """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
             await self.ensure_running()
+            if hooks is not None:
+                await hooks.before(self.kernel_id)
             await self._run(execution, timeout, allow_stdin)
+            if hooks is not None:
+                await hooks.after(execution)
             self.publish(execution.done_event())
             if self._death is not None:
                 reason, self._death = self._death, None
@@ -301,6 +318,32 @@ class SessionKernel:
             await self.ensure_running()
         except Exception:
             log.exception("session %s: could not restart the kernel after it %s", self.session_id, reason)
+
+    async def inspect(self, expressions: dict[str, str], *, wait: float, timeout: float) -> Message | None:
+        """Evaluate ``expressions`` silently, in the queue's turn (never beside a running execution).
+
+        Nothing reaches the listeners (the kernel's messages for it answer no execution).  Waits at most
+        ``wait`` seconds for the turn (``TimeoutError``), then ``timeout`` for the reply, after which the
+        kernel is interrupted.  ``None`` when no kernel runs (a stopped kernel has no variables).
+        """
+        await asyncio.wait_for(self._queue.acquire(), wait)
+        try:
+            if self._client is None or self.state not in ("idle", "busy"):
+                return None
+            msg_id, reply = self._client.execute_silent(expressions)
+            try:
+                return await asyncio.wait_for(asyncio.shield(reply), timeout)
+            except TimeoutError:
+                await self.interrupt()
+                try:
+                    return await asyncio.wait_for(reply, self.interrupt_grace)
+                except TimeoutError:
+                    if self._client is not None:
+                        self._client.forget(msg_id)
+                    msg = "the kernel did not answer in time"
+                    raise KernelFailed(msg, code="kernel-timeout") from None
+        finally:
+            self._queue.release()
 
     def send_input(self, value: str) -> None:
         if self._client is not None:
