@@ -259,10 +259,13 @@ class FakeKube:
         self.objects: dict[tuple[str, str], Any] = {}
         self.calls: list[tuple[str, str]] = []
         self.events: list[tuple[str, Any]] = []
+        self.refuse: set[str] = set()
 
     async def create(self, obj: Any, namespace: str | None = None) -> Any:
         key = (obj.kind, obj.metadata.name)
         self.calls.append(("create", obj.kind))
+        if obj.kind in self.refuse:
+            raise api_error(422)
         if key in self.objects:
             raise api_error(409)
         self.objects[key] = obj
@@ -376,6 +379,20 @@ def test_address_waits_for_the_pod_ip_and_the_watch_reports_deaths(kube: FakeKub
         assert kube.calls[-1] == ("close", "")
         with pytest.raises(KernelFailed):
             await launcher.address(name)  # a dead pod never gets an address
+        launcher.schedule_timeout = 0.2
+        pod.status = PodStatus(phase="Pending")
+        with pytest.raises(KernelFailed, match="no address"):
+            await launcher.address(name)  # never scheduled: bounded wait
 
     asyncio.run(scenario())
     assert gone[:2] == [(SESSION, gone[0][1], "died"), (SESSION, gone[0][1], "removed")]
+
+
+def test_a_refused_pod_leaves_no_secret_behind(kube: FakeKube, tmp_path: Path) -> None:
+    launcher = KubernetesLauncher(image="img:1", uid=1000, instance="i1", namespace="wb", workspace_mb=64,
+                                  client=kube)  # type: ignore[arg-type]  # fmt: skip
+    write_private_json(tmp_path / KERNEL_CONNECTION_FILE, new_connection_info("tcp"))
+    kube.refuse = {"Pod"}
+    with pytest.raises(KernelFailed, match="Pod"):
+        asyncio.run(launcher.launch(request(tmp_path)))
+    assert not any(kind in ("Secret", "Pod") for kind, _ in kube.objects)

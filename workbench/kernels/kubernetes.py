@@ -251,8 +251,10 @@ class KubernetesLauncher(KernelLauncher):
         namespace: str,
         workspace_mb: int,
         storage_class: str | None = None,
+        schedule_timeout: float = 300.0,
         client: AsyncClient | None = None,
     ) -> None:
+        self.schedule_timeout = schedule_timeout
         self.image = image
         self.uid = uid
         self.instance = instance
@@ -304,9 +306,13 @@ class KubernetesLauncher(KernelLauncher):
         await self._create(
             connection_secret(request.session_id, name, connection, namespace=ns, instance=instance)
         )
-        await self._create(
-            kernel_pod(request, name, namespace=ns, image=self.image, uid=self.uid, instance=instance)
-        )
+        try:
+            await self._create(
+                kernel_pod(request, name, namespace=ns, image=self.image, uid=self.uid, instance=instance)
+            )
+        except BaseException:
+            await self.remove(name)  # the Secret must not outlive a pod that was never made
+            raise
         return name
 
     async def _pod(self, kernel_id: str) -> dict[str, Any] | None:
@@ -327,9 +333,13 @@ class KubernetesLauncher(KernelLauncher):
         return None if pod is None else pod_state(pod)
 
     async def address(self, kernel_id: str) -> str | None:
-        """The pod's IP, once it has one (scheduling and pulling take a while: the runtime's start
-        timeout bounds the wait, as it bounds the kernel's readiness)."""
+        """The pod's IP, once it has one (scheduling and pulling an image take a while, at most
+        ``schedule_timeout`` seconds)."""
+        deadline = asyncio.get_running_loop().time() + self.schedule_timeout
         while True:
+            if asyncio.get_running_loop().time() > deadline:
+                msg = f"the kernel's pod had no address within {self.schedule_timeout:.0f} s (not scheduled?)"
+                raise KernelFailed(msg)
             pod = await self._pod(kernel_id)
             if pod is None or not pod_state(pod).running:
                 msg = "the kernel's pod ended before it had an address"
