@@ -218,6 +218,7 @@ def test_deployment_has_replicas_probes_and_the_database_url_from_a_secret() -> 
     assert env["WORKBENCH_DB_URL"]["valueFrom"]["secretKeyRef"]["key"] == "db-url"
     assert env["WORKBENCH_KERNEL_LAUNCHER"]["value"] == "kubernetes"
     assert env["WORKBENCH_POOL_SIZE"]["value"] == "0"
+    assert env["WORKBENCH_WORKSPACE_FS"]["value"] == "dir"  # the server pod is not root
     service = next(m for m in manifests() if m["kind"] == "Service")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
