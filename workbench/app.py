@@ -13,6 +13,7 @@ from workbench.handlers import (
     compat,
     connection,
     files,
+    gateway,
     health,
     library,
     metrics,
@@ -37,6 +38,7 @@ HANDLER_MODULES = (
     library,
     archive,
     runs,
+    gateway,
     page,
 )
 

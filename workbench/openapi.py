@@ -335,7 +335,7 @@ def parameters() -> JSON:
             "The session's opaque id.",
             {"type": "string", "pattern": SESSION_ID_PATTERN},
             required=True,
-            example="session-0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
+            example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
         ),
         "FilePath": parameter(
             "path",
@@ -1070,6 +1070,98 @@ def run_paths() -> JSON:
     }
 
 
+GATEWAY_PREFIX = "/gateway/{token}"
+GATEWAY_DESCRIPTION = (
+    "Jupyter gateway protocol (what jupyter_server's gateway client calls): a kernel is a session, its id "
+    "the session id. Every route is also served under `/gateway/{token}`, where the path segment "
+    "authenticates like the header (for clients that send none)."
+)
+
+
+def gateway_paths() -> JSON:
+    """The Jupyter gateway routes (``handlers/gateway.py``), as they are and under ``/gateway/{token}``."""
+    kernel_id = parameter("kernel_id", "path", "The kernel's id: the session id.",
+                          {"type": "string", "pattern": SESSION_ID_PATTERN}, required=True,
+                          example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11")  # fmt: skip
+    name = parameter("name", "path", "A kernelspec name (`python3`).", {"type": "string"}, required=True,
+                     example="python3")  # fmt: skip
+    resource = parameter("resource", "path", "A kernelspec resource such as a logo (there are none).",
+                         {"type": "string"}, required=True, example="logo-64x64.png")  # fmt: skip
+    token = parameter("token", "path", "An API token, in place of the `Authorization` header.",
+                      {"type": "string", "minLength": 1}, required=True, example="wbt_example")  # fmt: skip
+    model = json_content(schema("GatewayKernel"))
+    op = functools.partial(operation, tag="jupyter-gateway", description=GATEWAY_DESCRIPTION)
+    items: dict[str, tuple[list[JSON], JSON]] = {
+        "/api": ([], {"get": op("gatewayApi", "Server version", {"200": answer("Version.", json_content(
+            obj({"version": {"type": "string"}}, required=("version",))))})}),
+        "/api/kernelspecs": ([], {"get": op("gatewayKernelspecs", "Kernelspecs", {"200": answer(
+            "The one kernelspec, `python3`, and the default.", json_content(obj(
+                {"default": {"type": "string"}, "kernelspecs": {"type": "object"}},
+                required=("default", "kernelspecs"))))})}),
+        "/api/kernelspecs/{name}": ([name], {"get": op("gatewayKernelspec", "One kernelspec", {"200": answer(
+            "The kernelspec.", json_content(obj({"name": {"type": "string"}, "spec": {"type": "object"},
+                                                 "resources": {"type": "object"}})))}, errors=(404,))}),
+        "/kernelspecs/{name}/{resource}": ([name, resource], {"get": op(
+            "gatewayKernelspecResource", "A kernelspec resource (none: always 404)", {}, errors=(404,))}),
+        "/api/kernels": ([], {
+            "get": op("gatewayKernels", "The caller's kernels (sessions)", {"200": answer(
+                "Kernel models.", json_content({"type": "array", "items": schema("GatewayKernel")}))}),
+            "post": op("gatewayStartKernel", "Start a kernel (create a session)",
+                       {"201": answer("The new kernel, ready.", model)}, errors=(400, 404, 422, 429, 503),
+                       body=json_request(schema("GatewayKernelStart"), required=False)),
+        }),
+        "/api/kernels/{kernel_id}": ([kernel_id], {
+            "get": op("gatewayKernel", "A kernel model", {"200": answer("The kernel.", model)},
+                      errors=(404,)),
+            "delete": op("gatewayDeleteKernel", "Shut a kernel down: the session is deleted, files and all",
+                         {"204": answer("Deleted.")}, errors=(404,)),
+        }),
+        "/api/kernels/{kernel_id}/interrupt": ([kernel_id], {"post": op(
+            "gatewayInterrupt", "Interrupt the kernel", {"204": answer("Interrupted.")}, errors=(404,))}),
+        "/api/kernels/{kernel_id}/restart": ([kernel_id], {"post": op(
+            "gatewayRestart", "Restart the kernel (variables gone, files kept)",
+            {"200": answer("The kernel.", model)}, errors=(404, 503))}),
+        "/api/kernels/{kernel_id}/channels": ([kernel_id], {"get": op(
+            "gatewayChannels", "Jupyter messages over a WebSocket (legacy framing or "
+            "`v1.kernel.websocket.jupyter.org`)", {"101": answer("Switching Protocols.")},
+            errors=(400, 403, 404), security=[{"bearer": []}, {"queryToken": []}])}),
+    }  # fmt: skip
+    paths: JSON = {}
+    for path, (params, operations) in items.items():
+        paths[path] = {"parameters": params, **operations} if params else dict(operations)
+        prefixed = {
+            method: {**body, "operationId": body["operationId"] + "ViaPath", "security": [{"bearer": []}, {}]}
+            for method, body in operations.items()
+        }
+        paths[GATEWAY_PREFIX + path] = {"parameters": [token, *params], **prefixed}
+    return paths
+
+
+def gateway_schemas() -> JSON:
+    kernel = obj(
+        {
+            "id": {"type": "string", "pattern": SESSION_ID_PATTERN},
+            "name": {"type": "string"},
+            "last_activity": {"type": "string", "description": "`%Y-%m-%dT%H:%M:%S.%fZ` (UTC)."},
+            "execution_state": {"enum": ["starting", "idle", "busy", "restarting", "dead"]},
+            "connections": {"type": "integer", "minimum": 0},
+        },
+        required=("id", "name", "last_activity", "execution_state", "connections"),
+    )
+    start = obj(
+        {
+            "name": {"type": ["string", "null"], "description": "`python3` (the default)."},
+            "env": {
+                "type": ["object", "null"],
+                "description": "`KERNEL_MEMORY_MB`, `KERNEL_MEMORY` (`512M`, `2Gi`), `KERNEL_CPUS`, "
+                "`KERNEL_IDLE_TIMEOUT` become limits (capped); `KERNEL_USERNAME` goes to the metadata; "
+                "the rest is ignored.",
+            },
+        }
+    )
+    return {"GatewayKernel": kernel, "GatewayKernelStart": start}
+
+
 # ---------------------------------------------------------------------------------------------- document
 
 
@@ -1089,6 +1181,7 @@ def document() -> JSON:
         archive_paths,
         page_paths,
         run_paths,
+        gateway_paths,
     ):
         paths.update(part())
     return {
@@ -1110,6 +1203,7 @@ def document() -> JSON:
                 **server_schemas(),
                 **library_components()[0],
                 **run_schemas(),
+                **gateway_schemas(),
             },
             "parameters": {**parameters(), **library_components()[1]},
             "responses": error_responses(),

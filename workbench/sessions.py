@@ -35,7 +35,9 @@ from workbench.workspace import FileEntry, Workspace, wipe
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_PREFIX = "session-"
+# "session_<uuid4>" matches jupyter_server's kernel-id pattern (\w+-\w+-\w+-\w+-\w+): a session id is a
+# Jupyter kernel id as it is (JupyterLab in gateway mode routes nothing else). Older ids: "session-<uuid4>".
+SESSION_ID_PREFIX = "session_"
 CULLED = "idle-culled"
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
 VARIABLES_TIMEOUT = 10.0  # seconds the kernel gets to list its variables before it is interrupted
@@ -439,6 +441,7 @@ class SessionManager:
         source: str = "rest",
         allow_stdin: bool = False,
         files: bool = True,
+        message: dict[str, Any] | None = None,
     ) -> ExecutionResult:
         """Run ``code``; ``files=False`` skips the run's file change-set."""
         timeout = self.execute_timeout(timeout)
@@ -447,7 +450,7 @@ class SessionManager:
         request_id = request_id or execution_id
         info = self._run_info(session_id, kernel, files)
         execution = await kernel.execute(
-            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info, message=message
         )
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
@@ -682,7 +685,7 @@ def new_session_id() -> str:
 def _session_dirs(root: Path) -> list[str]:
     """The names of session directories under ``root`` (a directory only the server writes)."""
     with os.scandir(root) as entries:
-        return [entry.name for entry in entries if entry.name.startswith(SESSION_ID_PREFIX)]
+        return [entry.name for entry in entries if entry.name.startswith((SESSION_ID_PREFIX, "session-"))]
 
 
 def _unknown(session_id: str) -> NotFound:

@@ -22,18 +22,25 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MessageHandler = Callable[[Message], None]
+RawHandler = Callable[[str, Message], None]
 
 
 class KernelClient:
     """Shell, IOPub, stdin and control channels of one kernel, with readiness and dispatch."""
 
     def __init__(
-        self, connection_info: dict[str, Any], *, on_iopub: MessageHandler, on_stdin: MessageHandler
+        self,
+        connection_info: dict[str, Any],
+        *,
+        on_iopub: MessageHandler,
+        on_stdin: MessageHandler,
+        on_raw: RawHandler | None = None,
     ) -> None:
         self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
         self._on_iopub = on_iopub
         self._on_stdin = on_stdin
+        self._on_raw = on_raw
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._iopub_seen = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -42,12 +49,14 @@ class KernelClient:
         """Connect, then wait until the kernel answers on shell *and* IOPub delivers (slow joiner)."""
         self._client.start_channels(hb=False)
         channels = (
-            (self._client.iopub_channel, self._handle_iopub),
-            (self._client.shell_channel, self._handle_reply),
-            (self._client.stdin_channel, self._on_stdin),
-            (self._client.control_channel, self._handle_reply),
+            ("iopub", self._client.iopub_channel, self._handle_iopub),
+            ("shell", self._client.shell_channel, self._handle_reply),
+            ("stdin", self._client.stdin_channel, self._on_stdin),
+            ("control", self._client.control_channel, self._handle_reply),
         )
-        self._tasks = [asyncio.create_task(self._read(channel, handler)) for channel, handler in channels]
+        self._tasks = [
+            asyncio.create_task(self._read(name, channel, handler)) for name, channel, handler in channels
+        ]
         await self._wait_ready(timeout)
 
     async def _wait_ready(self, timeout: float) -> None:
@@ -68,7 +77,7 @@ class KernelClient:
         msg = f"the kernel did not become ready within {timeout:.0f} s"
         raise KernelFailed(msg)
 
-    async def _read(self, channel: Any, handler: MessageHandler) -> None:
+    async def _read(self, name: str, channel: Any, handler: MessageHandler) -> None:
         while True:
             try:
                 message = await channel.get_msg()
@@ -80,6 +89,8 @@ class KernelClient:
                 log.warning("dropping an unreadable kernel message", exc_info=True)
                 continue
             try:
+                if self._on_raw is not None:  # before the handler: a raw reply precedes "finished"
+                    self._on_raw(name, message)
                 handler(message)
             except Exception:
                 log.exception("error handling a kernel message")
@@ -119,6 +130,19 @@ class KernelClient:
 
     def send_input(self, value: str) -> None:
         self._client.input(value)
+
+    def send(self, channel: str, message: Message) -> None:
+        """Send a complete Jupyter message (a client's own header and msg_id) on ``channel``."""
+        channels = {"shell": self._client.shell_channel, "control": self._client.control_channel,
+                    "stdin": self._client.stdin_channel}  # fmt: skip
+        channels[channel].send(message)
+
+    def send_execute(self, message: Message) -> tuple[str, asyncio.Future[Message]]:
+        """Send a client's own ``execute_request``; returns its msg_id and the future of its reply."""
+        msg_id: str = message["header"]["msg_id"]
+        future = self._expect_reply(msg_id)
+        self._client.shell_channel.send(message)
+        return msg_id, future
 
     def forget(self, msg_id: str) -> None:
         future = self._replies.pop(msg_id, None)

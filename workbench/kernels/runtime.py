@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workbench.errors import KernelFailed
-from workbench.kernels.client import KernelClient, Message
+from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
     host_view,
@@ -72,6 +72,7 @@ class SessionKernel:
         self.kernel_id: str | None = None
         self.state = "stopped"
         self.listeners: set[Listener] = set()
+        self.raw_listeners: set[RawHandler] = set()  # every kernel message, as is (the gateway's path)
         self._client: KernelClient | None = None
         self._current: Execution | None = None
         self._replay: Outbox | None = None
@@ -146,7 +147,7 @@ class SessionKernel:
             wipe(self.request.runtime_dir / name)
 
     async def _connect(self, info: dict[str, Any], timeout: float) -> None:
-        client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin)
+        client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin, on_raw=self._on_raw)
         try:
             await client.start(timeout)
         except BaseException:
@@ -231,15 +232,25 @@ class SessionKernel:
     # execution
 
     async def execute(
-        self, request_id: str, code: str, *, timeout: float, allow_stdin: bool, hooks: RunHooks | None = None
+        self,
+        request_id: str,
+        code: str,
+        *,
+        timeout: float,
+        allow_stdin: bool,
+        hooks: RunHooks | None = None,
+        message: Message | None = None,
     ) -> Execution:
-        """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
+        """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published).
+
+        ``message``: a client's own ``execute_request`` (its header and msg_id), sent as is.
+        """
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
             await self.ensure_running()
             if hooks is not None:
                 await hooks.before(self.kernel_id)
-            await self._run(execution, timeout, allow_stdin)
+            await self._run(execution, timeout, allow_stdin, message)
             if hooks is not None:
                 await hooks.after(execution)
             self.publish(execution.done_event())
@@ -248,13 +259,18 @@ class SessionKernel:
                 await self._recover(reason)
         return execution
 
-    async def _run(self, execution: Execution, timeout: float, allow_stdin: bool) -> None:
+    async def _run(
+        self, execution: Execution, timeout: float, allow_stdin: bool, message: Message | None = None
+    ) -> None:
         assert self._client is not None
         self._current = execution
         self._replay = Outbox(max_bytes=REPLAY_BYTES)
         self.state = "busy"
         execution.started = time.monotonic()
-        msg_id, reply = self._client.execute(execution.code, allow_stdin=allow_stdin)
+        if message is None:
+            msg_id, reply = self._client.execute(execution.code, allow_stdin=allow_stdin)
+        else:
+            msg_id, reply = self._client.send_execute(message)
         execution.msg_id = msg_id
         reply.add_done_callback(execution.on_reply_future)
         watchdog = asyncio.create_task(self._watch(execution))
@@ -348,6 +364,20 @@ class SessionKernel:
     def send_input(self, value: str) -> None:
         if self._client is not None:
             self._client.send_input(value)
+
+    def send_raw(self, channel: str, message: Message) -> bool:
+        """Pass a client's Jupyter message to the kernel as is; False when no kernel is connected."""
+        if self._client is None:
+            return False
+        self._client.send(channel, message)
+        return True
+
+    def _on_raw(self, channel: str, message: Message) -> None:
+        for listener in list(self.raw_listeners):
+            try:
+                listener(channel, message)
+            except Exception:
+                log.exception("session %s: a raw listener failed", self.session_id)
 
     # kernel messages
 
