@@ -58,6 +58,21 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
 
+def _choice(what: str, *choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            msg = f"not a {what} ({' or '.join(choices)}): {text!r}"
+            raise ValueError(msg)
+        return value
+
+    return parse
+
+
+_transport = _choice("kernel transport", "ipc", "tcp")
+_launcher = _choice("kernel launcher", "docker", "kubernetes")
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "Address the HTTP server listens on."),
     Option("port", int, "Port the HTTP server listens on."),
@@ -140,6 +155,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("history_output_kb", int, "Outputs (KiB) kept in the history per session, oldest cut first."),
     Option("stop_kernels_on_exit", _bool, "Stop every kernel container when the server shuts down."),
     Option("log_level", str, "Logging level: debug, info, warning or error."),
+    Option(
+        "kernel_transport",
+        _transport,
+        "How the server reaches kernels: ipc (sockets in the runtime directory, no network) or tcp "
+        "(CurveZMQ-encrypted, on the engine's private network KERNEL_NETWORK).",
+    ),
+    Option("kernel_network", str, "Internal Docker network of the kernels in tcp mode (created if missing)."),
+    Option(
+        "kernel_launcher",
+        _launcher,
+        "Where kernels run: docker (this host's engine) or kubernetes (pods, over TCP + CurveZMQ; "
+        "needs the kubernetes extra).",
+    ),
+    Option("kubernetes_namespace", str, "Namespace of the kernel pods (kubernetes launcher)."),
+    Option(
+        "kubernetes_storage_class",
+        str,
+        "Storage class of the workspace volumes (kubernetes launcher). Default: the cluster's default.",
+    ),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
@@ -190,6 +224,11 @@ class Settings:
     history_output_kb: int = 16384
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
+    kernel_transport: str = "ipc"
+    kernel_network: str = "workbench-kernels"
+    kernel_launcher: str = "docker"
+    kubernetes_namespace: str = "default"
+    kubernetes_storage_class: str | None = None
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None) -> Settings:

@@ -41,7 +41,8 @@ INPUTS_LABEL = "org.workbench.inputs"
 DEBIAN_SUITE = "bookworm"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv", "ca-certificates", "fonts-wqy-microhei")
-REQUIRED_INPUTS = ("Dockerfile", "requirements.txt", "matplotlibrc", "ipython_kernel_config.py")
+REQUIRED_INPUTS = ("Dockerfile", "requirements.txt", "matplotlibrc", "ipython_kernel_config.py",
+                   "workbench_kernel.py")  # fmt: skip
 KERNEL_PYTHON = ("3.11", "cp", "cp311")  # python version, implementation, ABI of the kernel's wheels
 
 PULL_TIMEOUT = 20  # seconds without an answer before the public base counts as unreachable

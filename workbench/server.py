@@ -17,7 +17,7 @@ from workbench.config import Settings
 from workbench.db.store import Database
 from workbench.image import default_image_name
 from workbench.inflight import InFlight
-from workbench.kernels.launcher import DockerLauncher
+from workbench.kernels.launcher import DockerLauncher, KernelLauncher
 from workbench.library import UPLOADS_DIR
 from workbench.reaper import Reaper
 from workbench.sessions import SessionManager
@@ -50,6 +50,30 @@ def _report_cleanup(future: asyncio.Future[int]) -> None:
         log.info("removed %d partial upload(s) left by a previous run", future.result())
 
 
+def make_launcher(settings: Settings, instance: str) -> KernelLauncher:
+    image = settings.image or default_image_name()
+    if settings.kernel_launcher == "kubernetes":
+        from workbench.kernels.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher(
+            image=image,
+            uid=settings.kernel_uid,
+            instance=instance,
+            namespace=settings.kubernetes_namespace,
+            workspace_mb=settings.workspace_quota_mb,
+            storage_class=settings.kubernetes_storage_class,
+        )
+    return DockerLauncher(
+        instance=instance,
+        image=image,
+        uid=settings.kernel_uid,
+        runtime=settings.runtime,
+        docker_host=settings.docker_host,
+        transport=settings.kernel_transport,
+        network=settings.kernel_network,
+    )
+
+
 async def serve(settings: Settings) -> None:
     # File work runs Python on threads (walks of big trees): a short switch interval hands the GIL back to
     # the event loop within a millisecond instead of five, so other requests don't wait in line behind it.
@@ -57,13 +81,7 @@ async def serve(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     await asyncio.get_running_loop().run_in_executor(None, database.upgrade)
-    launcher = DockerLauncher(
-        instance=load_or_create_instance_id(settings.state_dir),
-        image=settings.image or default_image_name(),
-        uid=settings.kernel_uid,
-        runtime=settings.runtime,
-        docker_host=settings.docker_host,
-    )
+    launcher = make_launcher(settings, load_or_create_instance_id(settings.state_dir))
     manager = SessionManager(settings, database, launcher)
     manager.prepare_state_dir()
     for uploads in (settings.workspaces_dir, settings.library_dir / UPLOADS_DIR):

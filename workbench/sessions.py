@@ -588,6 +588,7 @@ class SessionManager:
         else:
             await self._remove_containers(session_id)
         await self._blocking(None, self._remove_files, session_id)
+        await self.launcher.discard(session_id)
         await self.db.update_session(
             session_id, status=status, status_reason=reason, ended_at=utcnow(), container_id=None
         )

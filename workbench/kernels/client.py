@@ -126,6 +126,10 @@ class KernelClient:
         )
         return msg_id, self._expect_reply(msg_id)
 
+    def interrupt(self) -> None:
+        """ipykernel's ``interrupt_request`` on the control channel (for kernels no signal reaches)."""
+        self._client.control_channel.send(self._client.session.msg("interrupt_request", {}))
+
     def send_input(self, value: str) -> None:
         self._client.input(value)
 

@@ -1,8 +1,14 @@
-"""Jupyter connection info over IPC sockets in a per-session runtime directory (no TCP ports).
+"""Jupyter connection info: IPC sockets in a per-session runtime directory, or TCP + CurveZMQ.
 
 The runtime directory is bind-mounted into the container at ``/run/workbench``; the kernel binds its
 sockets there and the server connects to the same socket files from the host side.  The kernel and the
 host therefore need two views of one connection: the same key and ports, different socket paths.
+
+Over TCP (kernels on another host or network) the kernel binds every interface of its own network
+namespace on fixed ports, and each kernel gets a fresh CurveZMQ key pair: every socket of the kernel is
+a Curve server (ipykernel >= 7.4 reads ``curve_publickey``/``curve_secretkey`` from its connection
+file, jupyter_client >= 8.10 uses the same fields on the client side), so traffic is encrypted and a
+client without the kernel's keys cannot complete a handshake.  The host view differs only in ``ip``.
 """
 
 from __future__ import annotations
@@ -14,12 +20,18 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 CONTAINER_RUNTIME_DIR = "/run/workbench"
 KERNEL_CONNECTION_FILE = "kernel.json"
 SOCKET_PREFIX = "k"
 # Unix socket paths are limited to 107 bytes; "<dir>/k-5" must fit.
 MAX_SOCKET_DIR_LENGTH = 100
 _IPC_PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+# Each TCP kernel has a network namespace of its own, so the ports can be the same for every kernel.
+TCP_PORTS = {"shell_port": 50001, "iopub_port": 50002, "stdin_port": 50003, "control_port": 50004,
+             "hb_port": 50005}  # fmt: skip
+TRANSPORTS = ("ipc", "tcp")
 
 
 def runtime_dir_for(runtime_root: Path, session_id: str) -> Path:
@@ -32,20 +44,31 @@ def runtime_dir_for(runtime_root: Path, session_id: str) -> Path:
     return path
 
 
-def new_connection_info() -> dict[str, Any]:
-    """Connection info as the kernel sees it, with a fresh 256-bit HMAC key."""
-    return {
-        "transport": "ipc",
-        "ip": f"{CONTAINER_RUNTIME_DIR}/{SOCKET_PREFIX}",
-        "key": secrets.token_hex(32),
-        "signature_scheme": "hmac-sha256",
-        "kernel_name": "python3",
-        **_IPC_PORTS,
-    }
+def new_connection_info(transport: str = "ipc") -> dict[str, Any]:
+    """Connection info as the kernel sees it, with a fresh 256-bit HMAC key (and Curve keys over TCP)."""
+    common = {"key": secrets.token_hex(32), "signature_scheme": "hmac-sha256", "kernel_name": "python3"}
+    if transport == "ipc":
+        return {"transport": "ipc", "ip": f"{CONTAINER_RUNTIME_DIR}/{SOCKET_PREFIX}", **common, **_IPC_PORTS}
+    if transport == "tcp":
+        return {"transport": "tcp", "ip": "0.0.0.0", **common, **TCP_PORTS, **curve_keys()}
+    msg = f"unknown kernel transport {transport!r} (one of {', '.join(TRANSPORTS)})"
+    raise ValueError(msg)
 
 
-def host_view(info: dict[str, Any], runtime_dir: Path) -> dict[str, Any]:
-    """The same connection as seen from the server host."""
+def curve_keys() -> dict[str, str]:
+    """A fresh CurveZMQ key pair (Z85 text), for one kernel only."""
+    public, secret = zmq.curve_keypair()
+    return {"curve_publickey": public.decode("ascii"), "curve_secretkey": secret.decode("ascii")}
+
+
+def host_view(info: dict[str, Any], runtime_dir: Path, address: str | None = None) -> dict[str, Any]:
+    """The same connection as seen from the server host: the socket files' path over IPC, the kernel's
+    ``address`` (from its launcher) over TCP."""
+    if info["transport"] == "tcp":
+        if address is None:
+            msg = "a TCP kernel needs the address its launcher reports"
+            raise ValueError(msg)
+        return {**info, "ip": address}
     return {**info, "ip": str(runtime_dir / SOCKET_PREFIX)}
 
 

@@ -23,7 +23,7 @@ import requests
 from docker.types import Mount
 
 from workbench.errors import EngineUnavailable, KernelFailed
-from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE
+from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE, TRANSPORTS
 from workbench.kernels.library_mount import library_mount, slot_mount
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ KERNEL_COMMAND = [
     "-f",
     f"{CONTAINER_RUNTIME_DIR}/{KERNEL_CONNECTION_FILE}",
 ]
+# Over TCP: the image's launcher, which admits only clients holding the kernel's Curve key pair (ZAP).
+TCP_KERNEL_COMMAND = ["python", "/opt/workbench/workbench_kernel.py", "-f",
+                      f"{CONTAINER_RUNTIME_DIR}/{KERNEL_CONNECTION_FILE}"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,16 @@ class KernelLauncher(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool: ...
 
+    transport = "ipc"  # how the server reaches the kernels: "ipc" (same host) or "tcp" (+ CurveZMQ)
+    interrupt_by_message = False  # True: interrupt with a control-channel message, not a signal
+
+    async def address(self, kernel_id: str) -> str | None:
+        """Where a TCP kernel's ports are reachable from the server (``None`` over IPC)."""
+        return None
+
+    async def discard(self, session_id: str) -> None:  # noqa: B027 (optional hook)
+        """Release what the launcher keeps for a session beyond its kernels (a workspace volume)."""
+
     async def interrupt(self, kernel_id: str) -> None:
         await self.signal(kernel_id, signal.SIGINT)
 
@@ -135,7 +148,14 @@ class DockerLauncher(KernelLauncher):
         runtime: str | None = None,
         docker_host: str | None = None,
         max_workers: int = 8,
+        transport: str = "ipc",
+        network: str = "workbench-kernels",
     ) -> None:
+        if transport not in TRANSPORTS:
+            msg = f"unknown kernel transport {transport!r} (one of {', '.join(TRANSPORTS)})"
+            raise ValueError(msg)
+        self.transport = transport
+        self.network = network
         self.image = image
         self.uid = uid
         self.instance = instance
@@ -229,13 +249,13 @@ class DockerLauncher(KernelLauncher):
         memory = f"{limits.memory_mb}m"
         options: dict[str, Any] = {
             "image": self.image,
-            "command": KERNEL_COMMAND,
+            "command": KERNEL_COMMAND if self.transport == "ipc" else TCP_KERNEL_COMMAND,
             "name": container_name(request.session_id),
             "detach": True,
             "user": f"{self.uid}:{self.uid}",
             "working_dir": "/data",
             "read_only": True,
-            "network_mode": "none",
+            **self._network_options(),
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "pids_limit": limits.pids_limit,
@@ -265,6 +285,34 @@ class DockerLauncher(KernelLauncher):
             options["runtime"] = self.runtime
         return options
 
+    def _network_options(self) -> dict[str, Any]:
+        """No network at all over IPC; over TCP, only the engine's private network of kernels."""
+        return {"network_mode": "none"} if self.transport == "ipc" else {"network": self.network}
+
+    def _ensure_network(self, client: docker.DockerClient) -> None:
+        """The TCP kernels' network: internal (no route out), no traffic between kernels, and no
+        published ports, so only the engine's host (the server) reaches a kernel's ports."""
+        try:
+            existing = client.networks.get(self.network)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if not existing.attrs.get("Internal"):
+                msg = f"the kernel network {self.network!r} exists but is not internal: refusing to use it"
+                raise KernelFailed(msg)
+            return
+        try:
+            client.networks.create(
+                self.network,
+                driver="bridge",
+                internal=True,
+                options={"com.docker.network.bridge.enable_icc": "false"},
+                labels={MANAGED_LABEL: "true"},
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another server created it first
+                raise
+
     # the interface
 
     async def launch(self, request: LaunchRequest) -> str:
@@ -272,6 +320,8 @@ class DockerLauncher(KernelLauncher):
 
         def run(client: docker.DockerClient) -> str:
             _remove_quietly(client, options["name"])
+            if self.transport == "tcp":
+                self._ensure_network(client)
             try:
                 container = client.containers.run(**options)
             except docker.errors.ImageNotFound as exc:
@@ -298,6 +348,22 @@ class DockerLauncher(KernelLauncher):
                 exit_code=state.get("ExitCode"),
                 oom_killed=bool(state.get("OOMKilled")),
             )
+
+        return await self._call(inspect)
+
+    async def address(self, kernel_id: str) -> str | None:
+        if self.transport == "ipc":
+            return None
+
+        def inspect(client: docker.DockerClient) -> str:
+            attrs = client.api.inspect_container(kernel_id)
+            address = (
+                attrs.get("NetworkSettings", {}).get("Networks", {}).get(self.network, {}).get("IPAddress")
+            )
+            if not address:
+                msg = f"the kernel's container has no address on the network {self.network!r}"
+                raise KernelFailed(msg)
+            return str(address)
 
         return await self._call(inspect)
 

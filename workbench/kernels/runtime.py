@@ -129,15 +129,14 @@ class SessionKernel:
 
     async def _start(self, reason: str) -> None:
         self.state = "starting"
-        info = new_connection_info()
+        info = new_connection_info(self.launcher.transport)
         await asyncio.to_thread(self._prepare_runtime_dir)  # the kernel controls what is in there
         write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
         self.kernel_id = await self.launcher.launch(self.request)
-        write_private_json(
-            self.connection_file, {**host_view(info, self.request.runtime_dir), "kernel_id": self.kernel_id}
-        )
+        host_info = host_view(info, self.request.runtime_dir, await self.launcher.address(self.kernel_id))
+        write_private_json(self.connection_file, {**host_info, "kernel_id": self.kernel_id})
         try:
-            await self._connect(host_view(info, self.request.runtime_dir), self.start_timeout)
+            await self._connect(host_info, self.start_timeout)
         except KernelFailed:
             self.state = "dead"
             raise
@@ -224,7 +223,9 @@ class SessionKernel:
             await client.close()
 
     async def interrupt(self) -> None:
-        if self.kernel_id is not None:
+        if self.launcher.interrupt_by_message and self._client is not None:
+            self._client.interrupt()
+        elif self.kernel_id is not None:
             await self.launcher.interrupt(self.kernel_id)
 
     async def probe(self) -> KernelState | None:
