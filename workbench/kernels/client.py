@@ -2,6 +2,11 @@
 
 A single reader task per channel receives every message (event-driven, no polling loop) and hands it
 to the owner's callbacks; shell replies resolve the future of the request they answer.
+
+A kernel is ready only once *every* channel has completed its ZeroMQ handshake, then answered on shell
+and delivered on IOPub.  The stdin channel matters most: the kernel sends ``input_request`` on a ROUTER
+socket, which silently drops a message for a peer it does not know yet, so an ``input()`` run right
+after start-up would wait forever for a reply nobody was asked for.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from zmq.utils.monitor import recv_monitor_message
 
 from workbench.errors import KernelFailed
 
@@ -24,13 +30,47 @@ Message = dict[str, Any]
 MessageHandler = Callable[[Message], None]
 
 
+class WatchedContext(zmq.asyncio.Context):
+    """The process's ZeroMQ context (shadowed), watching each socket it makes from before it connects,
+    so that no handshake can complete unseen."""
+
+    # Declared here: pyzmq maps undeclared attribute names to socket options.
+    watched: list[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]]
+
+    def __init__(self) -> None:
+        super().__init__(shadow=zmq.asyncio.Context.instance())
+        self.watched = []
+
+    def socket(self, socket_type: int, *args: Any, **kwargs: Any) -> Any:
+        socket = super().socket(socket_type, *args, **kwargs)
+        address = f"inproc://workbench-monitor-{id(socket):x}"
+        socket.monitor(address, zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        watcher = zmq.asyncio.Context.instance().socket(zmq.PAIR)
+        watcher.connect(address)
+        self.watched.append((socket, watcher))
+        return socket
+
+    async def connected(self) -> None:
+        """Wait until every socket made so far has completed a handshake with its peer."""
+        for _, watcher in self.watched:
+            await recv_monitor_message(watcher)
+
+    def stop_watching(self) -> None:
+        for socket, watcher in self.watched:
+            with contextlib.suppress(zmq.ZMQError):
+                socket.disable_monitor()
+            watcher.close(linger=0)
+        self.watched.clear()
+
+
 class KernelClient:
     """Shell, IOPub, stdin and control channels of one kernel, with readiness and dispatch."""
 
     def __init__(
         self, connection_info: dict[str, Any], *, on_iopub: MessageHandler, on_stdin: MessageHandler
     ) -> None:
-        self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
+        self._context = WatchedContext()
+        self._client = AsyncKernelClient(context=self._context)
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
         self._on_iopub = on_iopub
         self._on_stdin = on_stdin
@@ -39,7 +79,9 @@ class KernelClient:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float) -> None:
-        """Connect, then wait until the kernel answers on shell *and* IOPub delivers (slow joiner)."""
+        """Connect; wait until every channel's handshake is done (stdin included), then until the kernel
+        answers on shell *and* IOPub delivers (slow joiner)."""
+        deadline = time.monotonic() + timeout
         self._client.start_channels(hb=False)
         channels = (
             (self._client.iopub_channel, self._handle_iopub),
@@ -48,10 +90,16 @@ class KernelClient:
             (self._client.control_channel, self._handle_reply),
         )
         self._tasks = [asyncio.create_task(self._read(channel, handler)) for channel, handler in channels]
-        await self._wait_ready(timeout)
+        try:
+            await asyncio.wait_for(self._context.connected(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            msg = f"the kernel did not accept connections within {timeout:.0f} s"
+            raise KernelFailed(msg) from None
+        finally:
+            self._context.stop_watching()
+        await self._wait_ready(deadline, timeout)
 
-    async def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_ready(self, deadline: float, timeout: float) -> None:
         answered = False
         while time.monotonic() < deadline:
             msg_id = self._client.kernel_info()
@@ -122,4 +170,5 @@ class KernelClient:
         for future in self._replies.values():
             future.cancel()
         self._replies.clear()
+        self._context.stop_watching()
         self._client.stop_channels()
