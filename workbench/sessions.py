@@ -16,7 +16,7 @@ from workbench import metrics
 from workbench.auth import Principal
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
-from workbench.db.store import Database
+from workbench.db.store import CapReached, Database
 from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
@@ -170,21 +170,19 @@ class SessionManager:
         memory_mb, cpus, idle_timeout, metadata = self._limits(body)
         if principal.max_memory_mb is not None:
             memory_mb = min(memory_mb, principal.max_memory_mb)
-        await self._check_capacity(principal)
         now = utcnow()
-        row = await self.db.add_session(
-            SessionRow(
-                id=f"{SESSION_ID_PREFIX}{uuid.uuid4()}",
-                status="starting",
-                created_at=now,
-                last_activity_at=now,
-                tenant=principal.name,
-                memory_mb=memory_mb,
-                cpus=cpus,
-                idle_timeout=idle_timeout,
-                metadata_=metadata,
-            )
+        row = SessionRow(
+            id=f"{SESSION_ID_PREFIX}{uuid.uuid4()}",
+            status="starting",
+            created_at=now,
+            last_activity_at=now,
+            tenant=principal.name,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            idle_timeout=idle_timeout,
+            metadata_=metadata,
         )
+        row = await self._add_within_caps(row, principal)
         kernel = self._kernel_for(row)
         try:
             await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
@@ -199,15 +197,18 @@ class SessionManager:
             raise KernelFailed(msg) from exc
         return await self._mark_ready(row.id, kernel)
 
-    async def _check_capacity(self, principal: Principal) -> None:
-        live = await self.db.list_sessions(("starting", "ready"))
-        if len(live) >= self.settings.max_sessions:
+    async def _add_within_caps(self, row: SessionRow, principal: Principal) -> SessionRow:
+        """Insert the row if the server and the tenant are both below their caps (one transaction)."""
+        try:
+            return await self.db.add_session_capped(
+                row, max_live=self.settings.max_sessions, max_for_tenant=principal.max_sessions
+            )
+        except CapReached as full:
+            if full.scope == "tenant":
+                msg = f"tenant {principal.name!r} may run at most {principal.max_sessions} live sessions"
+                raise LimitReached(msg, code="tenant-limit-reached", headers={"Retry-After": "30"}) from None
             msg = f"this server runs at most {self.settings.max_sessions} live sessions"
-            raise LimitReached(msg, headers={"Retry-After": "30"})
-        mine = [row for row in live if row.tenant == principal.name]
-        if principal.max_sessions is not None and len(mine) >= principal.max_sessions:
-            msg = f"tenant {principal.name!r} may run at most {principal.max_sessions} live sessions"
-            raise LimitReached(msg, code="tenant-limit-reached", headers={"Retry-After": "30"})
+            raise LimitReached(msg, headers={"Retry-After": "30"}) from None
 
     async def _mark_ready(self, session_id: str, kernel: SessionKernel) -> SessionRow:
         row = await self.db.update_session(

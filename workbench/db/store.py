@@ -22,6 +22,18 @@ from workbench.db.models import ActivityRow, ExecutionRow, SessionRow, utcnow
 T = TypeVar("T")
 
 LIVE_STATUSES = ("starting", "ready", "stopped")
+CAPPED_STATUSES = ("starting", "ready")
+"""The sessions the caps count (a stopped session holds no kernel)."""
+CAPACITY_LOCK = 0x776F726B62656E63
+"""PostgreSQL advisory lock key that serializes session creates across servers ("workbenc")."""
+
+
+class CapReached(Exception):
+    """A session was not added: ``scope`` (``"server"`` or ``"tenant"``) runs as many as it may."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
 
 
 def make_engine(url: str) -> Engine:
@@ -80,6 +92,39 @@ class Database:
         def work(session: Session) -> SessionRow:
             session.add(row)
             session.flush()
+            session.add(ActivityRow(session_id=row.id, at=row.created_at, kind="create"))
+            return row
+
+        return await self.run(work)
+
+    async def add_session_capped(
+        self, row: SessionRow, *, max_live: int, max_for_tenant: int | None = None
+    ) -> SessionRow:
+        """Add ``row`` unless it would make more live sessions than ``max_live`` (or, for its tenant,
+        ``max_for_tenant``); raises :class:`CapReached` then.
+
+        Check and insert are one transaction, serialized with every other create: on PostgreSQL by an
+        advisory lock held to the commit; on SQLite the insert comes first and takes the database's write
+        lock, so the count that follows sees every committed create and no one else's half-done one.
+        """
+
+        def live(session: Session, *conditions: Any) -> int:
+            query = (
+                select(func.count())
+                .select_from(SessionRow)
+                .where(SessionRow.status.in_(CAPPED_STATUSES), *conditions)
+            )
+            return int(session.scalar(query) or 0)
+
+        def work(session: Session) -> SessionRow:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CAPACITY_LOCK})
+            session.add(row)
+            session.flush()
+            if live(session) > max_live:
+                raise CapReached("server")
+            if max_for_tenant is not None and live(session, SessionRow.tenant == row.tenant) > max_for_tenant:
+                raise CapReached("tenant")
             session.add(ActivityRow(session_id=row.id, at=row.created_at, kind="create"))
             return row
 
