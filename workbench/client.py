@@ -700,7 +700,7 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
     async def run(
         self,
         code: str,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         on_output: OutputHandler | None = None,
         on_input: InputHandler | None = None,
         *,

@@ -86,7 +86,10 @@ async def serve(settings: Settings) -> None:
     server.stop()
     await reaper.stop()
     inflight: InFlight = app.settings["inflight"]
-    if not await inflight.drained(timeout=SHUTDOWN_GRACE):
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE):
+            await inflight.drained()
+    except TimeoutError:
         log.warning("%d requests still running after %d s; closing them", inflight.count, SHUTDOWN_GRACE)
     await server.close_all_connections()
     await manager.close(stop_kernels=settings.stop_kernels_on_exit)

@@ -295,7 +295,7 @@ class SessionManager:
         session_id: str,
         code: str,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,

@@ -64,7 +64,7 @@ class ExecuteHandler(APIHandler):
         result = await self.manager.execute(session_id, code, timeout=timeout, source="rest")
         self.write_json(result.to_json())
 
-    async def stream(self, session_id: str, code: str, timeout: Any) -> None:
+    async def stream(self, session_id: str, code: str, timeout: Any) -> None:  # noqa: ASYNC109 (a time limit for the code, not a wait)
         """The execution's events as they happen, one JSON object per line, ``done`` last."""
         self.manager.execute_timeout(timeout)  # refuse a bad timeout before the answer starts
         kernel = await self.manager.kernel(session_id)

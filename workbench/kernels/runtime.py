@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
+ATTACH_TIMEOUT = 10.0
+"""Seconds a kernel that outlived the server gets to answer before it is given up."""
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
 
 
@@ -117,28 +119,30 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info()
-        self._prepare_runtime_dir()
-        write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
+        await asyncio.to_thread(self._prepare_runtime_dir, info)
         self.kernel_id = await self.launcher.launch(self.request)
-        write_private_json(
-            self.connection_file, {**host_view(info, self.request.runtime_dir), "kernel_id": self.kernel_id}
-        )
+        host_info = {**host_view(info, self.request.runtime_dir), "kernel_id": self.kernel_id}
+        await asyncio.to_thread(write_private_json, self.connection_file, host_info)
         try:
-            await self._connect(host_view(info, self.request.runtime_dir), self.start_timeout)
-        except KernelFailed:
+            async with asyncio.timeout(self.start_timeout):
+                await self._connect(host_view(info, self.request.runtime_dir))
+        except TimeoutError:
             self.state = "dead"
-            raise
+            msg = f"the kernel did not become ready within {self.start_timeout:.0f} s"
+            raise KernelFailed(msg) from None
         self._announce("idle", reason)
 
-    def _prepare_runtime_dir(self) -> None:
+    def _prepare_runtime_dir(self, info: dict[str, Any]) -> None:
+        """Remove the last kernel's sockets and write the new kernel's connection file (blocking)."""
         for name in os.listdir(self.request.runtime_dir):
             if name.startswith(f"{SOCKET_PREFIX}-"):
                 (self.request.runtime_dir / name).unlink(missing_ok=True)
+        write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
 
-    async def _connect(self, info: dict[str, Any], timeout: float) -> None:
+    async def _connect(self, info: dict[str, Any]) -> None:
         client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin)
         try:
-            await client.start(timeout)
+            await client.start()
         except BaseException:
             await client.close()
             raise
@@ -146,14 +150,15 @@ class SessionKernel:
 
     async def attach(self, kernel_id: str) -> bool:
         """Re-attach to a kernel that outlived the server (its variables are still there)."""
-        info = read_json(self.connection_file)
+        info = await asyncio.to_thread(read_json, self.connection_file)
         if info is None or info.get("kernel_id") != kernel_id:
             return False
         async with self._lifecycle:
             self.kernel_id = kernel_id
             try:
-                await self._connect({k: v for k, v in info.items() if k != "kernel_id"}, timeout=10)
-            except KernelFailed:
+                async with asyncio.timeout(ATTACH_TIMEOUT):
+                    await self._connect({k: v for k, v in info.items() if k != "kernel_id"})
+            except TimeoutError:
                 return False
             self.state = "idle"
         return True
@@ -218,7 +223,14 @@ class SessionKernel:
 
     # execution
 
-    async def execute(self, request_id: str, code: str, *, timeout: float, allow_stdin: bool) -> Execution:
+    async def execute(
+        self,
+        request_id: str,
+        code: str,
+        *,
+        timeout: float,  # noqa: ASYNC109 (a time limit for the code, not a wait)
+        allow_stdin: bool,
+    ) -> Execution:
         """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
@@ -230,7 +242,12 @@ class SessionKernel:
                 await self._recover(reason)
         return execution
 
-    async def _run(self, execution: Execution, timeout: float, allow_stdin: bool) -> None:
+    async def _run(
+        self,
+        execution: Execution,
+        timeout: float,  # noqa: ASYNC109 (a time limit for the code, not a wait)
+        allow_stdin: bool,
+    ) -> None:
         assert self._client is not None
         self._current = execution
         self._replay = Outbox(max_bytes=REPLAY_BYTES)
