@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import CapReached, Database
 from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
-from workbench.kernels.connection import runtime_dir_for
+from workbench.kernels.connection import read_json, runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SESSION_ID_PREFIX = "session-"
 CULLED = "idle-culled"
+Unsubscribe = Callable[[], None]
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
 
 
@@ -341,6 +342,36 @@ class SessionManager:
         await kernel.restart("restart")
         await self.db.touch(session_id, "restart")
         return await self._mark_ready(session_id, kernel)
+
+    async def subscribe(self, session_id: str, listener: Listener, *, replay: bool = False) -> Unsubscribe:
+        """Send every event of the session to ``listener`` (with ``replay``, first what the running
+        execution has said so far); returns the call that stops it."""
+        kernel = await self.session_kernel(session_id)
+        kernel.subscribe(listener, replay=replay)
+        return lambda: kernel.unsubscribe(listener)
+
+    def send_input(self, session_id: str, value: str) -> None:
+        """Answer the running execution's ``input()``."""
+        kernel = self.kernels.get(session_id)
+        if kernel is not None:
+            kernel.send_input(value)
+
+    async def connection_info(self, session_id: str) -> dict[str, Any]:
+        """The kernel's Jupyter connection as seen from the server host (a stopped session gets a kernel)."""
+        kernel = await self.kernel(session_id)
+        info = await self._blocking(None, read_json, kernel.connection_file)
+        if info is None:
+            msg = "the kernel's connection file is missing"
+            raise KernelFailed(msg)
+        return info
+
+    async def health(self) -> tuple[bool, bool]:
+        """Are the container engine and the database reachable?"""
+        engine, database = await asyncio.gather(self.launcher.ping(), self.db.ping())
+        return engine, database
+
+    async def count_by_status(self) -> dict[str, int]:
+        return await self.db.count_by_status()
 
     def running_kernels(self) -> int:
         return sum(1 for kernel in self.kernels.values() if kernel.kernel_id and kernel.state != "stopped")

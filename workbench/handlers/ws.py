@@ -11,62 +11,53 @@ from typing import Any
 from tornado import websocket
 
 from workbench import metrics
-from workbench.auth import Authenticator, Principal, token_from_header
-from workbench.errors import WorkbenchError
-from workbench.handlers.base import request_summary
-from workbench.kernels.execution import failed_done_event
-from workbench.kernels.runtime import SessionKernel
+from workbench.auth import Principal
+from workbench.errors import BadRequest, Forbidden, WorkbenchError
+from workbench.handlers.base import APIMixin, error_body
 from workbench.outbox import Event, Outbox
-from workbench.sessions import SessionManager
+from workbench.sessions import Unsubscribe
+from workbench.views import failed_done_event
 
 log = logging.getLogger(__name__)
 
 
-class SessionSocket(websocket.WebSocketHandler):
+class SessionSocket(APIMixin, websocket.WebSocketHandler):
     """Frames in: ``execute``, ``interrupt``, ``input_reply``.  Events out: every event of the session."""
 
     principal: Principal
     session_id: str
-    kernel: SessionKernel | None = None
+    unsubscribe: Unsubscribe | None = None
 
-    @property
-    def manager(self) -> SessionManager:
-        manager: SessionManager = self.settings["manager"]
-        return manager
+    def request_token(self) -> str | None:
+        """The ``Authorization`` header, or ``?token=`` (browsers cannot set headers on a WebSocket)."""
+        return super().request_token() or self.get_query_argument("token", None)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        authenticator: Authenticator = self.settings["authenticator"]
-        token = token_from_header(self.request.headers.get("Authorization")) or self.get_query_argument(
-            "token", None
-        )
-        principal = await authenticator.authenticate(token)
-        if principal is None:
-            self._refuse(401, "unauthorized", "a valid token is required")
-            return
-        self.principal = principal
         try:
-            await self.manager.check_access(kwargs["session_id"], principal)
+            self.principal = await self.authorize(kwargs["session_id"])
             await self.manager.get_live_row(kwargs["session_id"])
         except WorkbenchError as error:
-            self._refuse(error.status, error.code, error.message)
+            self.refuse(error)
             return
         # Tornado would refuse these two with HTML pages: answer JSON instead.
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            self._refuse(400, "websocket-required", "this route speaks WebSocket only (Upgrade: websocket)")
+            message = "this route speaks WebSocket only (Upgrade: websocket)"
+            self.refuse(BadRequest(message, code="websocket-required"))
             return
         origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
         if origin and not self.check_origin(origin):
-            self._refuse(403, "origin-not-allowed", "WebSocket connections from this Origin are not allowed")
+            message = "WebSocket connections from this Origin are not allowed"
+            self.refuse(Forbidden(message, code="origin-not-allowed"))
             return
         await super().get(*args, **kwargs)
 
-    def _request_summary(self) -> str:
-        return request_summary(self.request)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
+    def refuse(self, error: WorkbenchError) -> None:
+        """Answer the upgrade request with the JSON error instead of a WebSocket."""
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(error_body(error))
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self.session_id = kwargs["session_id"]
@@ -74,23 +65,22 @@ class SessionSocket(websocket.WebSocketHandler):
         metrics.WEBSOCKETS.inc()
         self.outbox = Outbox()
         self.executions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.sender = asyncio.create_task(self._send_loop())
-        self.executor = asyncio.create_task(self._execute_loop())
+        self.sender = asyncio.create_task(self.send_loop())
+        self.executor = asyncio.create_task(self.execute_loop())
         try:
-            self.kernel = await self.manager.session_kernel(self.session_id)
-            self.kernel.subscribe(self._on_event, replay=True)
+            self.unsubscribe = await self.manager.subscribe(self.session_id, self.on_event, replay=True)
             await self.manager.kernel(self.session_id)  # after subscribing: the client hears a restart
             await self.manager.touch(self.session_id, "connect")
         except WorkbenchError as error:
             self.outbox.put({"type": "error", "code": error.code, "message": error.message})
 
-    def _on_event(self, event: Event) -> None:
+    def on_event(self, event: Event) -> None:
         self.outbox.put(event)
         if self.outbox.overflowed:
             log.warning("session %s: closing a WebSocket client that cannot keep up", self.session_id)
             self.close(1008, "client too slow")
 
-    async def _send_loop(self) -> None:
+    async def send_loop(self) -> None:
         """Write what is queued, a batch at a time; waiting for each flush gives backpressure."""
         while True:
             batch = await self.outbox.get_batch()
@@ -101,7 +91,7 @@ class SessionSocket(websocket.WebSocketHandler):
             except websocket.WebSocketClosedError:
                 return
 
-    async def _execute_loop(self) -> None:
+    async def execute_loop(self) -> None:
         """This client's execute frames, in order (the kernel's queue orders them among all clients).
 
         Frames a client sent before it went away still run (it may reconnect for the results).
@@ -134,19 +124,19 @@ class SessionSocket(websocket.WebSocketHandler):
         if kind == "execute":
             self.executions.put_nowait(frame)
         elif kind == "interrupt":
-            await self._interrupt()
-        elif kind == "input_reply" and self.kernel is not None:
-            self.kernel.send_input(frame["value"])
+            await self.interrupt()
+        elif kind == "input_reply":
+            self.manager.send_input(self.session_id, frame["value"])
 
-    async def _interrupt(self) -> None:
+    async def interrupt(self) -> None:
         try:
             await self.manager.interrupt(self.session_id)
         except WorkbenchError as error:
             self.outbox.put({"type": "error", "code": error.code, "message": error.message})
 
     def on_close(self) -> None:
-        if self.kernel is not None:
-            self.kernel.unsubscribe(self._on_event)
+        if self.unsubscribe is not None:
+            self.unsubscribe()
         if hasattr(self, "sender"):
             metrics.WEBSOCKETS.dec()
             self.sender.cancel()
