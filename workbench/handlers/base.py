@@ -16,6 +16,7 @@ from typing import Any
 
 from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
 from tornado.log import access_log, app_log
 
 from workbench.auth import Authenticator, Principal, token_from_header
@@ -61,6 +62,8 @@ LINGER_BYTES = 128 * 1024 * 1024
 the JSON answer rather than a reset (see :meth:`APIHandler.refuse`)."""
 UNBOUNDED = sys.maxsize
 """Tornado's own body limit on API routes: each route's consumer enforces its limit (with a JSON 413)."""
+FLUSH_TIMEOUT = 300.0
+"""Seconds a client may take nothing of an answer being streamed to it before it is disconnected."""
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 
 
@@ -221,6 +224,22 @@ class APIHandler(APIMixin, web.RequestHandler):
         if self.counted:
             self.settings["inflight"].finished()
 
+    async def flush_within(self) -> None:
+        """Flush what is written; a client that takes none of it for ``FLUSH_TIMEOUT`` seconds is cut off
+        (``StreamClosedError``, as if it had gone away)."""
+        try:
+            await asyncio.wait_for(self.flush(), FLUSH_TIMEOUT)
+        except TimeoutError:
+            self.cut_connection(f"the client took nothing for {FLUSH_TIMEOUT:.0f} s")
+            raise StreamClosedError from None
+
+    def cut_connection(self, reason: str) -> None:
+        """End a response whose length was promised but can't be kept: the client sees a cut transfer."""
+        log.warning("%s %s: %s; closing the connection", self.request.method, self.request.path, reason)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.close()
+
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object; malformed JSON is a 400."""
         data = bytes(self.small_body.data)
@@ -316,10 +335,16 @@ def _slug(status_code: int) -> str:
 
 
 class NotFoundHandler(APIHandler):
-    """Every unknown path: a JSON 404."""
+    """Every unknown path: a JSON 404 (answered after the body, like every refusal, so the connection
+    stays open for the next request)."""
 
     public = True
 
-    async def prepare(self) -> None:
+    async def prepare_body(self) -> None:
         msg = f"no route for {self.request.path}"
         raise NotFound(msg, code="no-route")
+
+    def get(self, *args: str, **kwargs: str) -> None:
+        """Never reached: the refusal is answered first."""
+
+    head = post = put = patch = delete = options = get

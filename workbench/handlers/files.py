@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from workbench.errors import BadRequest, Invalid, WorkbenchError
@@ -155,18 +154,11 @@ class FilesAPIHandler(APIHandler):
                 return
             self.write(chunk)
             try:
-                await self.flush()
+                await self.flush_within()
             except StreamClosedError:
                 return  # the client went away
             BYTES_DOWNLOADED.inc(len(chunk))
             offset += len(chunk)
-
-    def cut_connection(self, reason: str) -> None:
-        """End a response whose length was promised but can't be kept: the client sees a cut transfer."""
-        log.warning("%s %s: %s; closing the connection", self.request.method, self.request.path, reason)
-        connection = self.request.connection
-        if isinstance(connection, HTTP1Connection):
-            connection.close()
 
     def query_path(self) -> str:
         """The ``path`` query argument as sent (Tornado's own accessors blank out control characters)."""

@@ -90,7 +90,7 @@ class ExecuteHandler(APIHandler):
             while True:
                 event = await outbox.get()
                 self.write(json.dumps(event, ensure_ascii=False) + "\n")
-                await self.flush()
+                await self.flush_within()
                 if event["type"] == "done":
                     break
         except StreamClosedError:
