@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import IN_CI
+from workbench.db import store
 from workbench.db.migrate import SchemaError, current_revision, head_revision
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import CapReached, Database
+from workbench.errors import DatabaseUnavailable
 
 PG_URL = os.environ.get("WORKBENCH_TEST_PG_URL")
 
@@ -149,3 +152,15 @@ async def test_concurrent_creates_never_pass_a_tenants_cap(database: Database) -
     assert outcomes.count("tenant") == 15
     assert len(await database.list_sessions(("starting", "ready"), tenant="alpha")) == 5
     assert len(await database.list_sessions(("starting", "ready"), tenant="beta")) == 1
+
+
+async def test_a_database_that_does_not_answer_is_a_503_not_a_wait_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "QUERY_DEADLINE", 0.5)
+    db = Database(f"sqlite:///{tmp_path}/slow.db")
+    try:
+        with pytest.raises(DatabaseUnavailable, match="did not answer within"):
+            await db.run(lambda session: time.sleep(2))
+    finally:
+        db.close()

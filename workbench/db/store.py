@@ -18,9 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from workbench.db import migrate
 from workbench.db.models import ActivityRow, ExecutionRow, SessionRow, utcnow
+from workbench.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 
+QUERY_DEADLINE = 60.0
+"""Seconds a request waits for the database (its turn on the database thread included)."""
+PG_CONNECT_TIMEOUT = 10
 LIVE_STATUSES = ("starting", "ready", "stopped")
 CAPPED_STATUSES = ("starting", "ready")
 """The sessions the caps count (a stopped session holds no kernel)."""
@@ -41,7 +45,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -69,11 +74,18 @@ class Database:
         return self._sessions.begin()
 
     async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on the database thread; a database that does not answer within
+        ``QUERY_DEADLINE`` (queue included) gives :class:`DatabaseUnavailable` instead of a wait forever."""
         def in_transaction() -> T:
             with self._sessions.begin() as session:
                 return work(session)
 
-        return await asyncio.get_running_loop().run_in_executor(self._worker, in_transaction)
+        queued = asyncio.get_running_loop().run_in_executor(self._worker, in_transaction)
+        try:
+            return await asyncio.wait_for(queued, QUERY_DEADLINE)
+        except TimeoutError:
+            msg = f"the database did not answer within {QUERY_DEADLINE:.0f} s"
+            raise DatabaseUnavailable(msg) from None
 
     async def ping(self) -> bool:
         try:
