@@ -76,6 +76,7 @@ class Database:
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on the database thread; a database that does not answer within
         ``QUERY_DEADLINE`` (queue included) gives :class:`DatabaseUnavailable` instead of a wait forever."""
+
         def in_transaction() -> T:
             with self._sessions.begin() as session:
                 return work(session)
