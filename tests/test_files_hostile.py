@@ -241,7 +241,7 @@ def test_fifo_download_fails_fast_and_the_server_keeps_serving(
     for attempt in attempts:
         started = time.monotonic()
         answer = attempt()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # refused, not stuck on the FIFO
         assert 400 <= answer.status_code < 500, answer.text
     (entry,) = api.get(files_url(sid)).json()["files"]
     assert (entry["name"], entry["type"]) == ("f.csv", "other")

@@ -76,6 +76,7 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         with self.server.client(timeout=30) as client:
+            self.probe(client)
             while not self.halt.wait(0.1):
                 self.probe(client)
 
@@ -93,7 +94,8 @@ class Prober(threading.Thread):
 
 @contextlib.contextmanager
 def probing(server: Server, session_id: str) -> Iterator[None]:
-    """A neighbour probed while the block runs; afterwards it must have answered every probe quickly."""
+    """A neighbour probed while the block runs, and once more after it: every probe must have been
+    answered quickly.  How many probes fit into the block depends on the machine and is not checked."""
     prober = Prober(server, session_id)
     prober.start()
     try:
@@ -101,8 +103,9 @@ def probing(server: Server, session_id: str) -> Iterator[None]:
     finally:
         prober.halt.set()
         prober.join(60)
+    with server.client(timeout=30) as client:
+        prober.probe(client)
     assert prober.failures == []
-    assert len(prober.latencies) >= 3
     assert max(prober.latencies) < RESPONSIVE_SECONDS, prober.latencies
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +145,7 @@ def test_up_to_date_image_returns_at_once_without_building(
     name = default_image_name()
     fake = FakeClient({name: {INPUTS_LABEL: inputs_hash()}})
     messages: list[str] = []
-    started = time.monotonic()
     assert build_image(as_client(fake), cache_dir=tmp_path / "cache", progress=messages.append) == name
-    assert time.monotonic() - started < 0.5
     assert messages == [f"image {name} is up to date"]
     assert fake.api.builds == []
     assert fake.images.pulls == []

@@ -74,7 +74,7 @@ async def test_memory_bomb_is_an_oom_of_that_kernel_only(
         assert [e for e in events if e["type"] == "kernel" and e["reason"] == "oom"]
         assert run(api, neighbour["id"], "alive")["outputs"][0]["data"]["text/plain"] == "True"
     finally:
-        api.delete(f"/api/v1/sessions/{neighbour['id']}")  # noqa: ASYNC212
+        api.delete(f"/api/v1/sessions/{neighbour['id']}")
 
 
 async def test_done_arrives_within_ten_seconds_of_a_crash(

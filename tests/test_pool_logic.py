@@ -21,10 +21,11 @@ class Harness:
         self.made: list[Slot] = []
         self.discarded: list[str] = []
         self.room = room
-        self.users_starting = False
+        self.users_idle = asyncio.Event()
+        self.users_idle.set()
         self.gate: asyncio.Event | None = None
         self.pool = WarmPool(size, make=self.make, discard=self.discard, room=lambda: self.room,
-                             users_starting=lambda: self.users_starting)  # fmt: skip
+                             users_idle=self.users_idle)  # fmt: skip
 
     async def make(self) -> Slot:
         if self.gate is not None:
@@ -83,11 +84,11 @@ async def test_a_dead_slot_is_discarded_not_handed_out() -> None:
 
 async def test_refill_waits_while_users_start_kernels_and_respects_room() -> None:
     harness = Harness(size=4, room=2)
-    harness.users_starting = True
+    harness.users_idle.clear()
     harness.pool.start()
     await asyncio.sleep(0.2)
     assert harness.made == []
-    harness.users_starting = False
+    harness.users_idle.set()
     await settle(lambda: harness.pool.ready == 2)
     await asyncio.sleep(0.1)
     assert len(harness.made) == 2

@@ -167,7 +167,7 @@ def test_interrupt_stops_a_busy_loop_and_keeps_state(
         thread.join(10)
         elapsed = time.monotonic() - started
     assert not thread.is_alive()
-    assert elapsed < 2.0
+    assert elapsed < 10
     result = holder["answer"].json()
     assert result["status"] == "error"
     assert result["error"]["ename"] == "KeyboardInterrupt"

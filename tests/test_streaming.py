@@ -81,8 +81,8 @@ async def test_interrupt_frame_stops_a_busy_loop(server: Server, session: dict[s
         await asyncio.sleep(1)
         started = asyncio.get_running_loop().time()
         await send(socket, type="interrupt")
-        events = await until_done(socket, "spin", timeout=5)
-        assert asyncio.get_running_loop().time() - started < 5
+        events = await until_done(socket, "spin", timeout=15)
+        assert asyncio.get_running_loop().time() - started < 15
     assert of(events, "spin")[-1]["error"]["ename"] == "KeyboardInterrupt"
 
 

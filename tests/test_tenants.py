@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,27 @@ def test_tenants_cannot_attach_and_revoked_tokens_stop_working(tenants: Tenants,
         assert revoked.get("/api/v1/sessions").status_code == 401
     listed = workbench_cli(tenants.server.state_dir, "tokens", "ls")
     assert gamma["token"] not in json.dumps(listed)
+
+
+def test_concurrent_creates_stop_exactly_at_the_cap(tenants: Tenants) -> None:
+    """Regression: check and insert were separate transactions; 20 creates capped at 5 gave 19."""
+    gamma = tenants.make("--tenant", "gamma", "--max-sessions", "5")
+
+    def create(_: int) -> httpx.Response:
+        with tenants.client(gamma) as client:
+            return client.post("/api/v1/sessions", json={"memory_mb": 256})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(create, range(20)))
+    created = [answer.json()["id"] for answer in answers if answer.status_code == 201]
+    try:
+        assert sorted(answer.status_code for answer in answers) == [201] * 5 + [429] * 15
+        assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {
+            "tenant-limit-reached"
+        }
+        with tenants.client(gamma) as client:
+            assert len(client.get("/api/v1/sessions").json()["sessions"]) == 5
+    finally:
+        with tenants.client(gamma) as client:
+            for session_id in created:
+                client.delete(f"/api/v1/sessions/{session_id}")

@@ -15,9 +15,9 @@ import pytest
 from tests.conftest import Server, run
 from tests.test_files import new_session
 from tests.wsclient import connect, execute, of, receive, send, until_done
+from workbench.admission import MAX_PENDING, STORED_CODE_BYTES, check_code, stored_code
 from workbench.handlers.ws import _frame_id
 from workbench.inbound import InboundBudget
-from workbench.kernels.admission import MAX_PENDING, STORED_CODE_BYTES, check_code, stored_code
 
 # ---------------------------------------------------------------------------------------------- units
 

@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "Library",
     "LimitReached",
     "NotFound",
+    "RunTimeout",
     "Session",
     "SessionInfo",
     "TooLarge",
@@ -70,6 +72,10 @@ API = "/api/v1"
 CHUNK_BYTES = 1024 * 1024
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 HTTP_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+SERVER_EXECUTE_TIMEOUT = 600.0
+"""The server's default execution timeout (``WORKBENCH_EXECUTE_TIMEOUT``), for runs that name none."""
+RUN_MARGIN = 120.0
+"""How much longer than its timeout ``run`` waits for the answer: the interrupt grace, a kernel restart."""
 
 Event = dict[str, Any]
 OutputHandler = Callable[[Event], object]
@@ -148,6 +154,14 @@ class LimitReached(WorkbenchAPIError):
 
 class EngineUnavailable(WorkbenchAPIError):
     """503: the container engine or the kernel is unavailable."""
+
+
+class RunTimeout(TimeoutError):
+    """``run`` got no answer within its deadline (the execution's timeout plus a margin, or ``wait``).
+
+    The server ends every execution within its timeout, so this means the server or the network is in
+    trouble; the code may still be running (``interrupt`` stops it).
+    """
 
 
 _ERRORS_BY_STATUS: dict[int, type[WorkbenchAPIError]] = {
@@ -515,6 +529,7 @@ class _Run:
         on_output: OutputHandler | None,
         on_input: InputHandler | None,
         files: bool = True,
+        wait: float | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         frame: Event = {"type": "execute", "id": self.id, "code": code}
@@ -525,7 +540,11 @@ class _Run:
         self.frame = json.dumps(frame)
         self.on_output = on_output
         self.on_input = on_input
+        self.wait = wait if wait is not None else (timeout or SERVER_EXECUTE_TIMEOUT) + RUN_MARGIN
         self._result: Execution | None = None
+
+    def timed_out(self) -> RunTimeout:
+        return RunTimeout(f"no answer to execution {self.id} within {self.wait:.0f} s")
 
     @property
     def done(self) -> bool:
@@ -664,14 +683,19 @@ class Session(_SessionBase["Workbench"]):
         on_output: OutputHandler | None = None,
         on_input: InputHandler | None = None,
         files: bool = True,
+        *,
+        wait: float | None = None,
     ) -> Execution:
         """Run ``code`` in the kernel and wait for it; every event goes to ``on_output`` as it arrives.
 
         ``timeout`` (seconds) is enforced by the server, which interrupts the code and answers ``timeout``.
         ``on_input(prompt, password)`` answers ``input()`` calls (without it they read an empty line).
         ``files=False`` skips the run's file change-set (``Execution.files`` is then ``None``).
+        ``wait`` bounds the wait for the answer (default: ``timeout``, or the server's default timeout,
+        plus ``RUN_MARGIN``); past it, ``RunTimeout`` is raised.
         """
-        run = _Run(code, timeout, on_output, on_input, files)
+        run = _Run(code, timeout, on_output, on_input, files, wait)
+        deadline = time.monotonic() + run.wait
         try:
             socket = websockets.sync.client.connect(
                 self.workbench.websocket_url(self.id),
@@ -683,7 +707,11 @@ class Session(_SessionBase["Workbench"]):
         with socket:
             socket.send(run.frame)
             while not run.done:
-                reply = run.feed(socket.recv())
+                try:
+                    message = socket.recv(timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise run.timed_out() from None
+                reply = run.feed(message)
                 if reply is not None:
                     socket.send(reply)
         return run.result()
@@ -908,13 +936,15 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
     async def run(
         self,
         code: str,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         on_output: OutputHandler | None = None,
         on_input: InputHandler | None = None,
         files: bool = True,
+        *,
+        wait: float | None = None,
     ) -> Execution:
         """See ``Session.run``; ``on_output`` and ``on_input`` are plain (not async) callables."""
-        run = _Run(code, timeout, on_output, on_input, files)
+        run = _Run(code, timeout, on_output, on_input, files, wait)
         try:
             socket = await websockets.asyncio.client.connect(
                 self.workbench.websocket_url(self.id),
@@ -925,10 +955,14 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
             raise _websocket_error(error) from None
         async with socket:
             await socket.send(run.frame)
-            while not run.done:
-                reply = run.feed(await socket.recv())
-                if reply is not None:
-                    await socket.send(reply)
+            try:
+                async with asyncio.timeout(run.wait):
+                    while not run.done:
+                        reply = run.feed(await socket.recv())
+                        if reply is not None:
+                            await socket.send(reply)
+            except TimeoutError:
+                raise run.timed_out() from None
         return run.result()
 
     async def refresh(self) -> SessionInfo:
@@ -999,7 +1033,10 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
         return await self.workbench._send(_Call("GET", _session_path(self.id, "/notebook"), _text))
 
     async def run_notebook(
-        self, notebook: dict[str, Any] | str, allow_errors: bool = False, timeout: float | None = None
+        self,
+        notebook: dict[str, Any] | str,
+        allow_errors: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
     ) -> dict[str, Any]:
         return await self.workbench._send(_notebook_run_call(self.id, notebook, allow_errors, timeout))
 
@@ -1007,7 +1044,7 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
         self,
         start: int = 1,
         restart: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         on_output: OutputHandler | None = None,
     ) -> dict[str, Any]:
         """See ``Session.replay``."""

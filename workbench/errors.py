@@ -72,6 +72,13 @@ class EngineUnavailable(WorkbenchError):
     code = "engine-unavailable"
 
 
+class DatabaseUnavailable(WorkbenchError):
+    """The database did not answer in time."""
+
+    status = 503
+    code = "database-unavailable"
+
+
 class KernelFailed(WorkbenchError):
     """The kernel could not be started or reached."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 
 class InFlight:
@@ -21,8 +20,6 @@ class InFlight:
         if self.count == 0:
             self._idle.set()
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until no request is in flight (or ``timeout`` passes); ``True`` if drained."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        return self._idle.is_set()
+    async def drained(self) -> None:
+        """Wait until no request is in flight (the caller bounds the wait)."""
+        await self._idle.wait()

@@ -169,7 +169,12 @@ async def _events_of(manager: SessionManager, session_id: str, result: Execution
 
 
 async def run(
-    manager: SessionManager, session_id: str, notebook: Any, *, timeout: float | None, allow_errors: bool
+    manager: SessionManager,
+    session_id: str,
+    notebook: Any,
+    *,
+    timeout: float | None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
+    allow_errors: bool,
 ) -> str:
     """Run the notebook's code cells in order in the session; the executed notebook as JSON text.
 
@@ -207,7 +212,7 @@ async def replay(
     session_id: str,
     *,
     start: int,
-    timeout: float | None,
+    timeout: float | None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
     restart: bool,
     prefix: str,
 ) -> Event:

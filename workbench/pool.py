@@ -40,13 +40,13 @@ class WarmPool:
         make: Callable[[], Awaitable[Slot]],
         discard: Callable[[Slot], Awaitable[None]],
         room: Callable[[], int],
-        users_starting: Callable[[], bool],
+        users_idle: asyncio.Event,
     ) -> None:
         self.size = size
         self._make = make
         self._discard = discard
         self._room = room
-        self._users_starting = users_starting
+        self._users_idle = users_idle
         self._ready: list[Slot] = []
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,8 +121,7 @@ class WarmPool:
 
     async def _wait_for_users(self) -> None:
         """User cold starts go first: refill only while none is running."""
-        while self._users_starting():
-            await asyncio.sleep(0.05)
+        await self._users_idle.wait()
 
     async def _refill_one(self) -> bool:
         try:

@@ -37,10 +37,9 @@ def configure_logging(level: str) -> None:
     )
 
 
-def json_body_limit(settings: Settings) -> int:
-    """Bodies Tornado buffers for the JSON routes: enough to answer an oversized execute with a JSON 413
-    (the upload routes stream their bodies and set their own limits); past it, the connection is closed."""
-    return 4 * settings.max_code_kb * 1024 + 1024 * 1024
+BUFFERED_BODY_LIMIT = 64 * 1024
+"""Tornado's limit for a body it buffers: only the WebSocket route takes its request whole (an upgrade has
+no body); every API route streams its body and answers one too large with a JSON 413 itself."""
 
 
 def _report_cleanup(future: asyncio.Future[int]) -> None:
@@ -106,7 +105,7 @@ async def serve(settings: Settings) -> None:
     app = make_app(manager, Authenticator(token, database))
     server = HTTPServer(
         app,
-        max_body_size=json_body_limit(settings),
+        max_body_size=BUFFERED_BODY_LIMIT,
         idle_connection_timeout=300,
         body_timeout=3600,
         xheaders=False,
@@ -125,7 +124,10 @@ async def serve(settings: Settings) -> None:
     server.stop()
     await reaper.stop()
     inflight: InFlight = app.settings["inflight"]
-    if not await inflight.drained(timeout=SHUTDOWN_GRACE):
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE):
+            await inflight.drained()
+    except TimeoutError:
         log.warning("%d requests still running after %d s; closing them", inflight.count, SHUTDOWN_GRACE)
     await server.close_all_connections()
     await manager.close(stop_kernels=settings.stop_kernels_on_exit)

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from workbench import metrics, variables
+from workbench.admission import Ticket, check_code, stored_code
 from workbench.auth import Principal
 from workbench.changes import ChangeLimits
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
-from workbench.db.store import Database
+from workbench.db.store import CapReached, Database
 from workbench.errors import Conflict, Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
 from workbench.fairness import FairPool
 from workbench.history import HistoryLog, kept_outputs
-from workbench.kernels.admission import Ticket, check_code, stored_code
-from workbench.kernels.connection import runtime_dir_for
+from workbench.kernels.connection import read_json, runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.library_mount import attach_library, detach_library, prepare_slots
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Jupyter kernel id as it is (JupyterLab in gateway mode routes nothing else). Older ids: "session-<uuid4>".
 SESSION_ID_PREFIX = "session_"
 CULLED = "idle-culled"
+Unsubscribe = Callable[[], None]
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
 VARIABLES_TIMEOUT = 10.0  # seconds the kernel gets to list its variables before it is interrupted
 
@@ -65,12 +66,14 @@ class SessionManager:
         self.volumes = Volumes(settings.state_dir / "volumes", mode=settings.workspace_fs,
                                quota_bytes=settings.workspace_quota_mb * 2**20, owner=self.owner)  # fmt: skip
         self._cold_starts = 0
+        self._no_cold_starts = asyncio.Event()
+        self._no_cold_starts.set()
         self.pool = WarmPool(
             settings.pool_size,
             make=self._make_slot,
             discard=self._discard_slot,
             room=self._pool_room,
-            users_starting=lambda: self._cold_starts > 0,
+            users_idle=self._no_cold_starts,
         )
         self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
         self._meters = Meters()
@@ -235,11 +238,10 @@ class SessionManager:
         memory_mb, cpus, idle_timeout, metadata = self._limits(body)
         if principal.max_memory_mb is not None:
             memory_mb = min(memory_mb, principal.max_memory_mb)
-        await self._check_capacity(principal)
         slot = self.pool.claim()
         now = utcnow()
         try:
-            row = await self.db.add_session(
+            row = await self._add_within_caps(
                 SessionRow(
                     id=slot.session_id if slot is not None else new_session_id(),
                     status="starting",
@@ -250,7 +252,8 @@ class SessionManager:
                     cpus=cpus,
                     idle_timeout=idle_timeout,
                     metadata_=metadata,
-                )
+                ),
+                principal,
             )
         except BaseException:
             if slot is not None:
@@ -281,6 +284,7 @@ class SessionManager:
     async def _cold_start(self, row: SessionRow) -> SessionRow:
         kernel = self._kernel_for(row)
         self._cold_starts += 1
+        self._no_cold_starts.clear()
         try:
             await self._library(row.tenant)
             await self._provision(kernel.request)
@@ -294,6 +298,8 @@ class SessionManager:
             raise KernelFailed(msg) from exc
         finally:
             self._cold_starts -= 1
+            if not self._cold_starts:
+                self._no_cold_starts.set()
         return await self._mark_ready(row.id, kernel)
 
     async def _provision(self, request: LaunchRequest) -> None:
@@ -328,15 +334,18 @@ class SessionManager:
         """Kernels the engine may still take: the pool counts towards ``max_sessions``."""
         return self.settings.max_sessions - self.running_kernels()
 
-    async def _check_capacity(self, principal: Principal) -> None:
-        live = await self.db.list_sessions(("starting", "ready"))
-        if len(live) >= self.settings.max_sessions:
+    async def _add_within_caps(self, row: SessionRow, principal: Principal) -> SessionRow:
+        """Insert the row if the server and the tenant are both below their caps (one transaction)."""
+        try:
+            return await self.db.add_session_capped(
+                row, max_live=self.settings.max_sessions, max_for_tenant=principal.max_sessions
+            )
+        except CapReached as full:
+            if full.scope == "tenant":
+                msg = f"tenant {principal.name!r} may run at most {principal.max_sessions} live sessions"
+                raise LimitReached(msg, code="tenant-limit-reached", headers={"Retry-After": "30"}) from None
             msg = f"this server runs at most {self.settings.max_sessions} live sessions"
-            raise LimitReached(msg, headers={"Retry-After": "30"})
-        mine = [row for row in live if row.tenant == principal.name]
-        if principal.max_sessions is not None and len(mine) >= principal.max_sessions:
-            msg = f"tenant {principal.name!r} may run at most {principal.max_sessions} live sessions"
-            raise LimitReached(msg, code="tenant-limit-reached", headers={"Retry-After": "30"})
+            raise LimitReached(msg, headers={"Retry-After": "30"}) from None
 
     async def _mark_ready(self, session_id: str, kernel: SessionKernel) -> SessionRow:
         row = await self.db.update_session(
@@ -442,7 +451,7 @@ class SessionManager:
         session_id: str,
         code: str,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
@@ -545,6 +554,44 @@ class SessionManager:
         await kernel.restart("restart")
         await self.db.touch(session_id, "restart")
         return await self._mark_ready(session_id, kernel)
+
+    async def subscribe(self, session_id: str, listener: Listener, *, replay: bool = False) -> Unsubscribe:
+        """Send every event of the session to ``listener`` (with ``replay``, first what the running
+        execution has said so far); returns the call that stops it."""
+        kernel = await self.session_kernel(session_id)
+        kernel.subscribe(listener, replay=replay)
+        return lambda: kernel.unsubscribe(listener)
+
+    def admit(self, session_id: str) -> Ticket:
+        """A place in the session's queue for one execute (``queue-full`` when it holds too many)."""
+        kernel = self.kernels.get(session_id)
+        if kernel is None:
+            msg = "the session's kernel is not available"
+            raise WorkbenchError(msg)
+        return kernel.admission.admit()
+
+    def send_input(self, session_id: str, value: str) -> None:
+        """Answer the running execution's ``input()``."""
+        kernel = self.kernels.get(session_id)
+        if kernel is not None:
+            kernel.send_input(value)
+
+    async def connection_info(self, session_id: str) -> dict[str, Any]:
+        """The kernel's Jupyter connection as seen from the server host (a stopped session gets a kernel)."""
+        kernel = await self.kernel(session_id)
+        info = await self._blocking(None, read_json, kernel.connection_file)
+        if info is None:
+            msg = "the kernel's connection file is missing"
+            raise KernelFailed(msg)
+        return info
+
+    async def health(self) -> tuple[bool, bool]:
+        """Are the container engine and the database reachable?"""
+        engine, database = await asyncio.gather(self.launcher.ping(), self.db.ping())
+        return engine, database
+
+    async def count_by_status(self) -> dict[str, int]:
+        return await self.db.count_by_status()
 
     def running_kernels(self) -> int:
         return sum(1 for kernel in self.kernels.values() if kernel.kernel_id and kernel.state != "stopped")

@@ -18,10 +18,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from workbench.db import migrate
 from workbench.db.models import ActivityRow, ExecutionRow, SessionRow, utcnow
+from workbench.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 
+QUERY_DEADLINE = 60.0
+"""Seconds a request waits for the database (its turn on the database thread included)."""
+PG_CONNECT_TIMEOUT = 10
 LIVE_STATUSES = ("starting", "ready", "stopped")
+CAPPED_STATUSES = ("starting", "ready")
+"""The sessions the caps count (a stopped session holds no kernel)."""
+CAPACITY_LOCK = 0x776F726B62656E63
+"""PostgreSQL advisory lock key that serializes session creates across servers ("workbenc")."""
+
+
+class CapReached(Exception):
+    """A session was not added: ``scope`` (``"server"`` or ``"tenant"``) runs as many as it may."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
 
 
 def make_engine(url: str) -> Engine:
@@ -29,7 +45,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,11 +74,19 @@ class Database:
         return self._sessions.begin()
 
     async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on the database thread; a database that does not answer within
+        ``QUERY_DEADLINE`` (queue included) gives :class:`DatabaseUnavailable` instead of a wait forever."""
+
         def in_transaction() -> T:
             with self._sessions.begin() as session:
                 return work(session)
 
-        return await asyncio.get_running_loop().run_in_executor(self._worker, in_transaction)
+        queued = asyncio.get_running_loop().run_in_executor(self._worker, in_transaction)
+        try:
+            return await asyncio.wait_for(queued, QUERY_DEADLINE)
+        except TimeoutError:
+            msg = f"the database did not answer within {QUERY_DEADLINE:.0f} s"
+            raise DatabaseUnavailable(msg) from None
 
     async def ping(self) -> bool:
         try:
@@ -80,6 +105,39 @@ class Database:
         def work(session: Session) -> SessionRow:
             session.add(row)
             session.flush()
+            session.add(ActivityRow(session_id=row.id, at=row.created_at, kind="create"))
+            return row
+
+        return await self.run(work)
+
+    async def add_session_capped(
+        self, row: SessionRow, *, max_live: int, max_for_tenant: int | None = None
+    ) -> SessionRow:
+        """Add ``row`` unless it would make more live sessions than ``max_live`` (or, for its tenant,
+        ``max_for_tenant``); raises :class:`CapReached` then.
+
+        Check and insert are one transaction, serialized with every other create: on PostgreSQL by an
+        advisory lock held to the commit; on SQLite the insert comes first and takes the database's write
+        lock, so the count that follows sees every committed create and no one else's half-done one.
+        """
+
+        def live(session: Session, *conditions: Any) -> int:
+            query = (
+                select(func.count())
+                .select_from(SessionRow)
+                .where(SessionRow.status.in_(CAPPED_STATUSES), *conditions)
+            )
+            return int(session.scalar(query) or 0)
+
+        def work(session: Session) -> SessionRow:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CAPACITY_LOCK})
+            session.add(row)
+            session.flush()
+            if live(session) > max_live:
+                raise CapReached("server")
+            if max_for_tenant is not None and live(session, SessionRow.tenant == row.tenant) > max_for_tenant:
+                raise CapReached("tenant")
             session.add(ActivityRow(session_id=row.id, at=row.created_at, kind="create"))
             return row
 

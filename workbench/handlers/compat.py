@@ -19,7 +19,6 @@ from workbench.workspace import MAX_LIST_LIMIT, FileEntry, Workspace
 
 class CompatListHandler(FilesAPIHandler):
     async def get(self, session_id: str) -> None:
-        self.check_refusal()
         workspace = await self.open_workspace(session_id, "file-list", None)
         entries = await self.blocking(top_level_files, workspace)
         self.write_json([compat_entry(entry, session_id) for entry in entries])
@@ -27,7 +26,6 @@ class CompatListHandler(FilesAPIHandler):
 
 class CompatDownloadHandler(FilesAPIHandler):
     async def get(self, session_id: str, filename: str) -> None:
-        self.check_refusal()
         if "/" in filename:
             msg = "Invalid filename format."
             raise BadRequest(msg)
@@ -39,7 +37,6 @@ class CompatUploadHandler(MultipartHandler):
     max_files = 1
 
     async def post(self, session_id: str) -> None:
-        self.check_refusal()
         (entry,) = await self.upload.finish()
         self.write_json(compat_entry(entry, session_id))
 

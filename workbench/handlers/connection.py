@@ -7,13 +7,9 @@ the session's kernel with API users.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from workbench.errors import Forbidden, KernelFailed
+from workbench.errors import Forbidden
 from workbench.handlers.base import APIHandler
 from workbench.handlers.sessions import SESSION_ID
-from workbench.kernels.runtime import SessionKernel
 
 PRIVATE_FIELDS = ("kernel_id",)
 
@@ -23,17 +19,8 @@ class ConnectionHandler(APIHandler):
         if not self.principal.admin:
             msg = "only the admin may attach to a kernel"
             raise Forbidden(msg, code="admin-only")
-        kernel = await self.manager.kernel(session_id)  # a stopped session gets a running kernel
-        info = await asyncio.get_running_loop().run_in_executor(None, _connection_info, kernel)
+        info = await self.manager.connection_info(session_id)
         self.write_json({key: value for key, value in info.items() if key not in PRIVATE_FIELDS})
-
-
-def _connection_info(kernel: SessionKernel) -> dict[str, Any]:
-    info = kernel.connection_info
-    if info is None:
-        msg = "the kernel's connection file is missing"
-        raise KernelFailed(msg)
-    return info
 
 
 default_handlers = [(rf"/api/v1/sessions/{SESSION_ID}/connection", ConnectionHandler)]

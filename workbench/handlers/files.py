@@ -18,22 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from tornado import web
-from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from workbench.errors import BadRequest, Invalid, TooLarge, WorkbenchError
+from workbench.errors import BadRequest, Invalid, WorkbenchError
 from workbench.fairness import Runner
 from workbench.handlers.base import APIHandler
 from workbench.handlers.sessions import SESSION_ID
 from workbench.metrics import BYTES_DOWNLOADED
 from workbench.uploads import (
-    MULTIPART_OVERHEAD,
-    BodyConsumer,
-    Discard,
     FileSink,
     MultipartUpload,
-    SmallBody,
 )
 from workbench.workspace import MAX_LIST_LIMIT, FileEntry, Workspace
 
@@ -42,11 +36,7 @@ log = logging.getLogger(__name__)
 FILE_PATH = r"(?P<path>.+)"
 READ_SIZE = 1024 * 1024
 """Bytes of a download read from disk and sent at a time."""
-MAX_JSON_BYTES = 64 * 1024
-"""Largest body of the requests that take JSON (or nothing)."""
 MAX_FILES_PER_REQUEST = 32
-LINGER_BYTES = 8 * 1024 * 1024
-"""Most bytes of a refused body read and dropped so that the client gets the answer (see ``refuse``)."""
 SANDBOX = "sandbox; default-src 'none'; frame-ancestors 'none'"
 INERT_TYPES = frozenset(
     {
@@ -84,79 +74,18 @@ class RangeNotSatisfiable(WorkbenchError):
 # ---------------------------------------------------------------------------------------------- handlers
 
 
-@web.stream_request_body
 class FilesAPIHandler(APIHandler):
-    """The base of the file routes: bodies are streamed to ``self.consumer`` (small JSON unless a subclass
-    sets up an upload in :meth:`prepare_body`), and files are sent in chunks.
-
-    A request refused before its body is complete (in ``prepare``, or as the body arrives) is answered
-    once the rest of the body, if short, has been read and dropped (by :class:`Discard`; the method then
-    calls :meth:`check_refusal`).  Answering earlier makes Tornado close the connection: a client still
-    sending may see a reset instead of the answer, and one reusing the connection a failed request.
-    """
-
-    consumer: BodyConsumer
-    small_body: SmallBody
-    refusal: WorkbenchError | None = None
-    received = 0
-
-    async def prepare(self) -> None:
-        self.small_body = self.consumer = SmallBody(MAX_JSON_BYTES)
-        try:
-            await super().prepare()
-            if "%2f" in self.request.path.lower():
-                msg = "an encoded '/' (%2F) is not allowed in a file name"
-                raise BadRequest(msg)
-            await self.prepare_body()
-        except WorkbenchError as error:
-            self.refuse(error)
+    """The base of the file routes: an upload's body is streamed to its consumer (set up in
+    :meth:`prepare_body`), and files are sent in chunks."""
 
     async def prepare_body(self) -> None:
-        """Replace ``self.consumer`` for a request whose body is a file (the session is checked first)."""
-
-    async def data_received(self, chunk: bytes) -> None:
-        self.received += len(chunk)
-        try:
-            await self.consumer.feed(chunk)
-        except Exception as error:
-            await self.consumer.abort()
-            try:
-                self.refuse(error)
-            except Exception as final:
-                self._handle_request_exception(final)
+        if "%2f" in self.request.path.lower():
+            msg = "an encoded '/' (%2F) is not allowed in a file name"
+            raise BadRequest(msg)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         """Undecodable bytes in the URL are kept (as surrogates) for the path checks to refuse with 400."""
         return value.decode("utf-8", "surrogateescape")
-
-    def refuse(self, error: Exception) -> None:
-        """Raise ``error`` now, or keep it for :meth:`check_refusal` while a short rest of the body is
-        dropped."""
-        pending = self.pending_body()
-        if self.refusal is not None or not isinstance(error, WorkbenchError) or pending > LINGER_BYTES:
-            raise error
-        self.refusal = error
-        self.consumer = Discard(error, pending)
-
-    def check_refusal(self) -> None:
-        """First step of every method: answer a refusal kept while the body was dropped."""
-        if self.refusal is not None:
-            raise self.refusal
-
-    def pending_body(self) -> int:
-        """Bytes of the body still to come (for a chunked body, as many as we are willing to drop)."""
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit():
-            return int(declared) - self.received
-        return LINGER_BYTES if "Transfer-Encoding" in self.request.headers else 0
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        _spawn(self.consumer.abort())
-
-    def json_body(self) -> dict[str, Any]:
-        self.request.body = bytes(self.small_body.data)
-        return super().json_body()
 
     # -- shared steps
 
@@ -202,18 +131,6 @@ class FilesAPIHandler(APIHandler):
         entries, total = await self.blocking(list_page)
         files = [entry.to_json() for entry in entries]
         self.write_json({"files": files, "total": total, "offset": offset, "limit": limit})
-
-    def allow_body(self, limit: int) -> None:
-        """Take a body of up to ``limit`` bytes, whatever the server's default: 413 at once for a longer
-        declared length; past the limit, the consumer refuses the body as it arrives (with some slack
-        left to it here, so that the answer is JSON and not Tornado's own)."""
-        declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            msg = f"the body is larger than the limit ({limit} bytes)"
-            raise TooLarge(msg)
-        connection = self.request.connection
-        if isinstance(connection, HTTP1Connection):
-            connection.set_max_body_size(limit + LINGER_BYTES + MULTIPART_OVERHEAD)
 
     async def send_file(self, workspace: Workspace, path: str) -> None:
         """The file at ``path``: whole, one byte range (206), or 304 for a matching ``If-None-Match``."""
@@ -262,18 +179,11 @@ class FilesAPIHandler(APIHandler):
                 return
             self.write(chunk)
             try:
-                await self.flush()
+                await self.flush_within()
             except StreamClosedError:
                 return  # the client went away
             BYTES_DOWNLOADED.inc(len(chunk))
             offset += len(chunk)
-
-    def cut_connection(self, reason: str) -> None:
-        """End a response whose length was promised but can't be kept: the client sees a cut transfer."""
-        log.warning("%s %s: %s; closing the connection", self.request.method, self.request.path, reason)
-        connection = self.request.connection
-        if isinstance(connection, HTTP1Connection):
-            connection.close()
 
     def query_path(self) -> str:
         """The ``path`` query argument as sent (Tornado's own accessors blank out control characters)."""
@@ -312,6 +222,7 @@ class MultipartHandler(FilesAPIHandler):
     upload: MultipartUpload
 
     async def prepare_body(self) -> None:
+        await super().prepare_body()
         if self.request.method == "POST":
             self.upload = await self.start_multipart(self.path_kwargs["session_id"], max_files=self.max_files)
             self.consumer = self.upload
@@ -325,7 +236,6 @@ class FilesHandler(MultipartHandler):
         await self.write_listing(lambda path: self.open_workspace(session_id, "file-list", path))
 
     async def post(self, session_id: str) -> None:
-        self.check_refusal()
         entries = await self.upload.finish()
         self.write_json({"files": [entry.to_json() for entry in entries]}, status=201)
 
@@ -336,25 +246,23 @@ class FileHandler(FilesAPIHandler):
     sink: FileSink
 
     async def prepare_body(self) -> None:
+        await super().prepare_body()
         if self.request.method == "PUT":
             self.sink = await self.start_put(self.path_kwargs["session_id"], self.path_kwargs["path"])
             self.consumer = self.sink
 
     async def get(self, session_id: str, path: str) -> None:
-        self.check_refusal()
         workspace = await self.open_workspace(session_id, "file-download", path)
         await self.send_file(workspace, path)
 
     head = get
 
     async def put(self, session_id: str, path: str) -> None:
-        self.check_refusal()
         entry = await self.sink.commit()
         self.set_header("Location", f"/api/v1/sessions/{session_id}/files/{quote(entry.path)}")
         self.write_json(entry.to_json(), status=201)
 
     async def patch(self, session_id: str, path: str) -> None:
-        self.check_refusal()
         new_path = self.json_body().get("new_path")
         if not isinstance(new_path, str):
             msg = "`new_path` (a string) is required"
@@ -364,7 +272,6 @@ class FileHandler(FilesAPIHandler):
         self.write_json(entry.to_json())
 
     async def delete(self, session_id: str, path: str) -> None:
-        self.check_refusal()
         recursive = self.flag("recursive")
         workspace = await self.open_workspace(session_id, "file-delete", path)
         await self.blocking(functools.partial(workspace.delete, path, recursive=recursive))

@@ -6,23 +6,20 @@ Every route is served twice: as is (``Authorization: token <t>`` or ``Bearer <t>
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
-from urllib.parse import urlparse
 
 from tornado import web, websocket
 
 from workbench import __version__, metrics
 from workbench.auth import Principal
-from workbench.errors import NotFound, Unauthorized, WorkbenchError
+from workbench.errors import BadRequest, Forbidden, NotFound, Unauthorized, WorkbenchError
 from workbench.gateway.auth import GatewayAuth
 from workbench.gateway.channels import KernelChannels
 from workbench.gateway.models import check_kernel_name, kernel_model, kernelspec, session_request
 from workbench.gateway.protocol import V1_SUBPROTOCOL, FrameError, Message, decode, encode
-from workbench.handlers.base import APIHandler, request_summary
-from workbench.handlers.ws import origin_allowed
-from workbench.sessions import SessionManager
+from workbench.handlers.base import APIHandler, APIMixin
+from workbench.handlers.ws import browser_origin_allowed, refuse_upgrade
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +47,9 @@ class GatewayHandler(APIHandler):
             raise Unauthorized(UNAUTHORIZED, headers={"WWW-Authenticate": 'Bearer realm="workbench"'})
         return principal
 
-    async def prepare(self) -> None:
-        await super().prepare()
-        kernel_id = self.path_kwargs.get("kernel_id")
-        if kernel_id is not None:
-            await self.manager.check_access(kernel_id, self.principal)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, WorkbenchError | web.HTTPError):
-            return
-        log.error("uncaught exception in %s", request_summary(self.request), exc_info=(typ, value, tb))
+    async def authorize(self, session_id: str | None) -> Principal:
+        """The caller, who must be allowed to see the kernel of the path (a kernel id is a session id)."""
+        return await super().authorize(self.path_kwargs.get("kernel_id"))
 
     async def model(self, kernel_id: str) -> dict[str, Any]:
         return kernel_model(self.manager, await self.manager.get_live_row(kernel_id))
@@ -123,15 +113,10 @@ class RestartHandler(GatewayHandler):
         self.write_json(await self.model(kernel_id))
 
 
-class ChannelsSocket(websocket.WebSocketHandler):
+class ChannelsSocket(APIMixin, websocket.WebSocketHandler):
     """``/api/kernels/{id}/channels``: Jupyter messages both ways (legacy framing or the v1 subprotocol)."""
 
     channels: KernelChannels | None = None
-
-    @property
-    def manager(self) -> SessionManager:
-        manager: SessionManager = self.settings["manager"]
-        return manager
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         kernel_id = kwargs["kernel_id"]
@@ -139,41 +124,27 @@ class ChannelsSocket(websocket.WebSocketHandler):
             self.request.headers.get("Authorization"),
             kwargs.get("token") or self.get_query_argument("token", None),
         )
-        if principal is None:
-            self._refuse(401, "unauthorized", UNAUTHORIZED)
-            return
         try:
+            if principal is None:
+                raise Unauthorized(UNAUTHORIZED)
             await self.manager.check_access(kernel_id, principal)
             await self.manager.get_live_row(kernel_id)
         except WorkbenchError as error:
-            self._refuse(error.status, error.code, error.message)
+            refuse_upgrade(self, error)
             return
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            self._refuse(400, "websocket-required", "this route speaks WebSocket only (Upgrade: websocket)")
+            message = "this route speaks WebSocket only (Upgrade: websocket)"
+            refuse_upgrade(self, BadRequest(message, code="websocket-required"))
             return
         origin = self.request.headers.get("Origin")
-        same_origin = (
-            origin and urlparse(origin).netloc.lower() == self.request.headers.get("Host", "").lower()
-        )
-        if origin and not same_origin and not self.check_origin(origin):
-            self._refuse(403, "origin-not-allowed", "WebSocket connections from this Origin are not allowed")
+        if origin and not self.check_origin(origin):
+            message = "WebSocket connections from this Origin are not allowed"
+            refuse_upgrade(self, Forbidden(message, code="origin-not-allowed"))
             return
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.manager.settings.allowed_origins
-        return origin_allowed(origin, allowed) if allowed else super().check_origin(origin)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
-
-    def _request_summary(self) -> str:
-        return request_summary(self.request)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        log.error("uncaught exception in %s", request_summary(self.request), exc_info=(typ, value, tb))
+        return browser_origin_allowed(self.request, origin, self.manager.settings.allowed_origins)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return V1_SUBPROTOCOL if V1_SUBPROTOCOL in subprotocols else None
@@ -187,14 +158,14 @@ class ChannelsSocket(websocket.WebSocketHandler):
         self.warned = False
         try:
             kernel = await self.manager.session_kernel(kernel_id)
-            self.channels = KernelChannels(self.manager, kernel, self._deliver, self._gone)
+            self.channels = KernelChannels(self.manager, kernel, self.deliver, self.gone)
             self.channels.open()
             await self.manager.kernel(kernel_id)  # a culled session's kernel comes back
             await self.manager.touch(kernel_id, "connect")
         except WorkbenchError as error:
             self.close(1011, error.message[:120])
 
-    def _deliver(self, message: Message, channel: str) -> None:
+    def deliver(self, message: Message, channel: str) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             return
         frame = encode(message, channel, v1=self.v1)
@@ -210,12 +181,12 @@ class ChannelsSocket(websocket.WebSocketHandler):
             written = self.write_message(frame, binary=isinstance(frame, bytes))
         except websocket.WebSocketClosedError:
             return
-        written.add_done_callback(lambda _: self._flushed(size))
+        written.add_done_callback(lambda _: self.flushed(size))
 
-    def _flushed(self, size: int) -> None:
+    def flushed(self, size: int) -> None:
         self.unflushed -= size
 
-    def _gone(self) -> None:
+    def gone(self) -> None:
         self.close(1000, "the session ended")
 
     async def on_message(self, message: str | bytes) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from workbench import __version__
 from workbench.handlers.base import APIHandler
 
@@ -12,7 +10,7 @@ class HealthHandler(APIHandler):
     public = True
 
     async def get(self) -> None:
-        docker_ok, database_ok = await asyncio.gather(self.manager.launcher.ping(), self.manager.db.ping())
+        docker_ok, database_ok = await self.manager.health()
         healthy = docker_ok and database_ok
         self.write_json(
             {

@@ -14,7 +14,7 @@ class MetricsHandler(APIHandler):
     public = True
 
     async def get(self) -> None:
-        counts = await self.manager.db.count_by_status()
+        counts = await self.manager.count_by_status()
         for status in STATUSES:
             metrics.SESSIONS.labels(status).set(counts.get(status, 0))
         metrics.KERNELS_RUNNING.set(self.manager.running_kernels())

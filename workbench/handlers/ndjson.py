@@ -11,7 +11,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from workbench.errors import WorkbenchError
-from workbench.kernels.runtime import SessionKernel
+from workbench.handlers.base import APIHandler
 from workbench.outbox import Event, Outbox
 
 NDJSON = "application/x-ndjson"
@@ -34,15 +34,15 @@ def failure_message(task: asyncio.Future[Any]) -> str | None:
 
 
 async def stream_events(
-    handler: web.RequestHandler,
-    kernel: SessionKernel,
+    handler: APIHandler,
+    session_id: str,
     *,
     wanted: Callable[[Event], bool],
     job: Coroutine[Any, Any, Any],
     final: Final,
     last: Callable[[Event], bool],
 ) -> None:
-    """Run ``job`` and stream the kernel's events it ``wanted`` (and ``kernel`` news) until ``last``.
+    """Run ``job`` and stream the session's events it ``wanted`` (and ``kernel`` news) until ``last``.
 
     ``final(task)`` gives the event to queue once the job ended (``None``: none).  The job runs to its
     end even if the client goes away.
@@ -58,7 +58,7 @@ async def stream_events(
         if event is not None:
             outbox.put(event)
 
-    kernel.subscribe(on_event)
+    unsubscribe = await handler.manager.subscribe(session_id, on_event)
     task = asyncio.ensure_future(job)
     task.add_done_callback(on_end)
     handler.set_header("Content-Type", f"{NDJSON}; charset=UTF-8")
@@ -66,12 +66,12 @@ async def stream_events(
         while True:
             event = await outbox.get()
             handler.write(json.dumps(event, ensure_ascii=False) + "\n")
-            await handler.flush()
+            await handler.flush_within()
             if last(event):
                 break
     except StreamClosedError:
         return
     finally:
-        kernel.unsubscribe(on_event)
+        unsubscribe()
         await asyncio.wait([task])
     handler.finish()

@@ -72,12 +72,17 @@ class NotebookHandler(RunsHandler):
 
 
 class NotebookRunHandler(RunsHandler):
+    @property
+    def max_json_bytes(self) -> int:  # type: ignore[override]
+        """A notebook holds outputs besides its code: room for 32 times the largest code."""
+        return 32 * self.manager.settings.max_code_kb * 1024
+
     async def post(self, session_id: str) -> None:
         timeout = self.manager.execute_timeout(self.query_int("timeout", None, 1, 2**31))
         allow_errors = self.query_flag("allow_errors")
         await self.manager.get_live_row(session_id)
         limit = self.manager.settings.max_code_kb * 1024
-        notebook = notebooks.read(self.request.body, limit)
+        notebook = notebooks.read(self.body_bytes(), limit)
         text = await notebooks.run(
             self.manager, session_id, notebook, timeout=timeout, allow_errors=allow_errors
         )
@@ -94,7 +99,6 @@ class ReplayHandler(RunsHandler):
             outcome = await notebooks.replay(self.manager, session_id, prefix=prefix, **options)
             self.write_json(outcome)
             return
-        kernel = await self.manager.session_kernel(session_id)
         job = notebooks.replay(self.manager, session_id, prefix=prefix, **options)
 
         def final(task: asyncio.Future[Any]) -> Event:
@@ -105,7 +109,7 @@ class ReplayHandler(RunsHandler):
 
         await stream_events(
             self,
-            kernel,
+            session_id,
             wanted=lambda event: str(event.get("id", "")).startswith(prefix),
             job=job,
             final=final,

@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from typing import Any
 
-from workbench.errors import Invalid, TooLarge
+from workbench.admission import check_code
+from workbench.errors import Invalid
 from workbench.handlers.base import APIHandler
 from workbench.handlers.ndjson import failure_message, stream_events, wants_ndjson
-from workbench.kernels.admission import check_code
-from workbench.kernels.execution import failed_done_event
 from workbench.outbox import Event
+from workbench.views import failed_done_event
 
 SESSION_ID = r"(?P<session_id>[^/]+)"
 
@@ -53,6 +53,11 @@ class RestartHandler(APIHandler):
 
 
 class ExecuteHandler(APIHandler):
+    @property
+    def max_json_bytes(self) -> int:  # type: ignore[override]
+        """Room for the largest code the server takes, JSON-escaped (up to 6 bytes per character)."""
+        return 6 * self.manager.settings.max_code_kb * 1024 + 4096
+
     async def post(self, session_id: str) -> None:
         code, timeout, files = self.execute_request()
         if wants_ndjson(self):
@@ -61,10 +66,10 @@ class ExecuteHandler(APIHandler):
         result = await self.manager.execute(session_id, code, timeout=timeout, source="rest", files=files)
         self.write_json(result.to_json())
 
-    async def stream(self, session_id: str, code: str, timeout: Any, files: bool) -> None:
+    async def stream(self, session_id: str, code: str, timeout: Any, files: bool) -> None:  # noqa: ASYNC109 (a time limit for the code, not a wait)
         """The execution's events as they happen, one JSON object per line, ``done`` last."""
         self.manager.execute_timeout(timeout)  # refuse a bad timeout before the answer starts
-        kernel = await self.manager.kernel(session_id)
+        await self.manager.kernel(session_id)
         request_id = uuid.uuid4().hex
 
         def final(task: asyncio.Future[Any]) -> Event | None:
@@ -74,7 +79,7 @@ class ExecuteHandler(APIHandler):
 
         await stream_events(
             self,
-            kernel,
+            session_id,
             wanted=lambda event: event.get("id") == request_id,
             job=self.manager.execute(
                 session_id, code, timeout=timeout, request_id=request_id, source="rest", files=files
@@ -84,10 +89,6 @@ class ExecuteHandler(APIHandler):
         )
 
     def execute_request(self) -> tuple[str, Any, bool]:
-        limit = self.manager.settings.max_code_kb * 1024
-        if len(self.request.body) > limit + 4096:
-            msg = f"the request is larger than {self.manager.settings.max_code_kb} KiB"
-            raise TooLarge(msg)
         body = self.json_body()
         code = body.get("code")
         if not isinstance(code, str):

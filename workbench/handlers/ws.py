@@ -9,19 +9,18 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from tornado import websocket
+from tornado import httputil, web, websocket
 
 from workbench import metrics
-from workbench.auth import Authenticator, Principal, token_from_header
+from workbench.admission import Ticket, check_code
+from workbench.auth import Principal
 from workbench.browser_auth import SUBPROTOCOL, same_origin, token_from_subprotocols
-from workbench.errors import TooLarge, WorkbenchError
-from workbench.handlers.base import request_summary
+from workbench.errors import BadRequest, Forbidden, TooLarge, WorkbenchError
+from workbench.handlers.base import APIMixin, error_body
 from workbench.inbound import InboundBudget
-from workbench.kernels.admission import Ticket, check_code
-from workbench.kernels.execution import failed_done_event
-from workbench.kernels.runtime import SessionKernel
 from workbench.outbox import Event, Outbox
-from workbench.sessions import SessionManager
+from workbench.sessions import Unsubscribe
+from workbench.views import failed_done_event
 
 log = logging.getLogger(__name__)
 INBOUND = InboundBudget()
@@ -29,57 +28,46 @@ FRAME_OVERHEAD = 64 * 1024
 """Bytes an execute frame may hold besides its code; larger frames are refused without being decoded."""
 
 
-class SessionSocket(websocket.WebSocketHandler):
+class SessionSocket(APIMixin, websocket.WebSocketHandler):
     """Frames in: ``execute``, ``interrupt``, ``input_reply``.  Events out: every event of the session."""
 
     principal: Principal
     session_id: str
-    kernel: SessionKernel | None = None
+    unsubscribe: Unsubscribe | None = None
     closed = False
     connected: ClassVar[collections.Counter[str]] = collections.Counter()
     """Open sockets per session id."""
 
-    @property
-    def manager(self) -> SessionManager:
-        manager: SessionManager = self.settings["manager"]
-        return manager
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        authenticator: Authenticator = self.settings["authenticator"]
-        headers = self.request.headers
-        token = (
-            token_from_header(headers.get("Authorization"))
-            or token_from_subprotocols(headers.get("Sec-WebSocket-Protocol"))
+    def request_token(self) -> str | None:
+        """The ``Authorization`` header; from a browser (which cannot set headers on a WebSocket), a
+        ``workbench.bearer.<token>`` subprotocol or ``?token=``."""
+        return (
+            super().request_token()
+            or token_from_subprotocols(self.request.headers.get("Sec-WebSocket-Protocol"))
             or self.get_query_argument("token", None)
         )
-        principal = await authenticator.authenticate(token)
-        if principal is None:
-            self._refuse(401, "unauthorized", "a valid token is required")
-            return
-        self.principal = principal
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
         try:
-            await self.manager.check_access(kwargs["session_id"], principal)
+            self.principal = await self.authorize(kwargs["session_id"])
             await self.manager.get_live_row(kwargs["session_id"])
         except WorkbenchError as error:
-            self._refuse(error.status, error.code, error.message)
+            self.refuse(error)
             return
         # Tornado would refuse these two with HTML pages: answer JSON instead.
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            self._refuse(400, "websocket-required", "this route speaks WebSocket only (Upgrade: websocket)")
+            message = "this route speaks WebSocket only (Upgrade: websocket)"
+            self.refuse(BadRequest(message, code="websocket-required"))
             return
         origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
         if origin and not self.check_origin(origin):
-            self._refuse(403, "origin-not-allowed", "WebSocket connections from this Origin are not allowed")
+            message = "WebSocket connections from this Origin are not allowed"
+            self.refuse(Forbidden(message, code="origin-not-allowed"))
             return
         await super().get(*args, **kwargs)
 
-    def _request_summary(self) -> str:
-        return request_summary(self.request)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+    def refuse(self, error: WorkbenchError) -> None:
+        refuse_upgrade(self, error)
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self.session_id = kwargs["session_id"]
@@ -88,23 +76,22 @@ class SessionSocket(websocket.WebSocketHandler):
         self.outbox = Outbox()
         self.executions: asyncio.Queue[tuple[dict[str, Any], Ticket] | None] = asyncio.Queue()
         self.connected[self.session_id] += 1
-        self.sender = asyncio.create_task(self._send_loop())
-        self.executor = asyncio.create_task(self._execute_loop())
+        self.sender = asyncio.create_task(self.send_loop())
+        self.executor = asyncio.create_task(self.execute_loop())
         try:
-            self.kernel = await self.manager.session_kernel(self.session_id)
-            self.kernel.subscribe(self._on_event, replay=True)
+            self.unsubscribe = await self.manager.subscribe(self.session_id, self.on_event, replay=True)
             await self.manager.kernel(self.session_id)  # after subscribing: the client hears a restart
             await self.manager.touch(self.session_id, "connect")
         except WorkbenchError as error:
             self.outbox.put({"type": "error", "code": error.code, "message": error.message})
 
-    def _on_event(self, event: Event) -> None:
+    def on_event(self, event: Event) -> None:
         self.outbox.put(event)
         if self.outbox.overflowed:
             log.warning("session %s: closing a WebSocket client that cannot keep up", self.session_id)
             self.close(1008, "client too slow")
 
-    async def _send_loop(self) -> None:
+    async def send_loop(self) -> None:
         """Write what is queued, a batch at a time; waiting for each flush gives backpressure."""
         while True:
             batch = await self.outbox.get_batch()
@@ -115,14 +102,14 @@ class SessionSocket(websocket.WebSocketHandler):
             except websocket.WebSocketClosedError:
                 return
 
-    async def _execute_loop(self) -> None:
+    async def execute_loop(self) -> None:
         """This client's execute frames, in order (the kernel's queue orders them among all clients).
 
         When the client goes away, the execute running goes on to its end (a client that reconnects gets
         its output and ``done``); the ones still queued run only if another client of the session is
         connected to see them, else they are dropped.
         """
-        while (item := await self._next_execute()) is not None:
+        while (item := await self.next_execute()) is not None:
             frame, ticket = item
             if self.closed and not self.connected[self.session_id]:
                 ticket.release()
@@ -140,17 +127,17 @@ class SessionSocket(websocket.WebSocketHandler):
                     ticket=ticket,
                 )
             except WorkbenchError as error:
-                self._refuse_execute(frame["id"], error)
+                self.refuse_execute(frame["id"], error)
             except Exception:
                 log.exception("session %s: execute over WebSocket failed", self.session_id)
                 self.outbox.put(failed_done_event(frame["id"], "internal error"))
             finally:
                 ticket.release()
 
-    async def _next_execute(self) -> tuple[dict[str, Any], Ticket] | None:
+    async def next_execute(self) -> tuple[dict[str, Any], Ticket] | None:
         return self.executions.get_nowait() if self.closed else await self.executions.get()
 
-    def _refuse_execute(self, request_id: str | None, error: WorkbenchError) -> None:
+    def refuse_execute(self, request_id: str | None, error: WorkbenchError) -> None:
         """An ``error`` event and a failed ``done`` for an execute that can't be queued (without an id,
         just the ``error``)."""
         if request_id is None:
@@ -159,16 +146,13 @@ class SessionSocket(websocket.WebSocketHandler):
         self.outbox.put({"type": "error", "id": request_id, "code": error.code, "message": error.message})
         self.outbox.put(failed_done_event(request_id, error.message))
 
-    def _admit(self, frame: dict[str, Any]) -> None:
+    def admit(self, frame: dict[str, Any]) -> None:
         """Queue an execute frame, or answer at once (too large, or the session's queue is full)."""
         try:
             check_code(frame["code"], self.manager.settings.max_code_kb)
-            if self.kernel is None:
-                msg = "the session's kernel is not available"
-                raise WorkbenchError(msg)
-            ticket = self.kernel.admission.admit()
+            ticket = self.manager.admit(self.session_id)
         except WorkbenchError as error:
-            self._refuse_execute(frame["id"], error)
+            self.refuse_execute(frame["id"], error)
             return
         self.executions.put_nowait((frame, ticket))
 
@@ -179,7 +163,7 @@ class SessionSocket(websocket.WebSocketHandler):
         limit_kb = self.manager.settings.max_code_kb
         if len(message) > limit_kb * 1024 + FRAME_OVERHEAD:
             too_large = TooLarge(f"the frame is larger than the {limit_kb} KiB code limit allows")
-            self._refuse_execute(_frame_id(message), too_large)
+            self.refuse_execute(_frame_id(message), too_large)
             return
         frame = _parse_frame(message)
         if isinstance(frame, str):
@@ -187,21 +171,21 @@ class SessionSocket(websocket.WebSocketHandler):
             return
         kind = frame["type"]
         if kind == "execute":
-            self._admit(frame)
+            self.admit(frame)
         elif kind == "interrupt":
-            await self._interrupt()
-        elif kind == "input_reply" and self.kernel is not None:
-            self.kernel.send_input(frame["value"])
+            await self.interrupt()
+        elif kind == "input_reply":
+            self.manager.send_input(self.session_id, frame["value"])
 
-    async def _interrupt(self) -> None:
+    async def interrupt(self) -> None:
         try:
             await self.manager.interrupt(self.session_id)
         except WorkbenchError as error:
             self.outbox.put({"type": "error", "code": error.code, "message": error.message})
 
     def on_close(self) -> None:
-        if self.kernel is not None:
-            self.kernel.unsubscribe(self._on_event)
+        if self.unsubscribe is not None:
+            self.unsubscribe()
         if hasattr(self, "sender") and not self.closed:
             self.closed = True
             self.connected[self.session_id] -= 1
@@ -212,15 +196,30 @@ class SessionSocket(websocket.WebSocketHandler):
             self.executions.put_nowait(None)
 
     def check_origin(self, origin: str) -> bool:
-        """Browsers send ``Origin``: allow pages of this server, and the configured allow-list."""
-        headers = self.request.headers
-        if same_origin(origin, headers.get("Host", ""), headers.get("Sec-Fetch-Site")):
-            return True
-        return origin_allowed(origin, self.manager.settings.allowed_origins)
+        return browser_origin_allowed(self.request, origin, self.manager.settings.allowed_origins)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         """A browser that sent its token as a subprotocol gets ``workbench.v1`` back (never the token)."""
         return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
+
+
+def refuse_upgrade(handler: web.RequestHandler, error: WorkbenchError) -> None:
+    """Answer a WebSocket upgrade request with the JSON error instead of a WebSocket."""
+    handler.set_status(error.status)
+    for name, value in error.headers.items():
+        handler.set_header(name, value)
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.finish(error_body(error))
+
+
+def browser_origin_allowed(
+    request: httputil.HTTPServerRequest, origin: str, patterns: tuple[str, ...]
+) -> bool:
+    """Browsers send ``Origin``: allow pages of this server, and the configured allow-list."""
+    headers = request.headers
+    if same_origin(origin, headers.get("Host", ""), headers.get("Sec-Fetch-Site")):
+        return True
+    return origin_allowed(origin, patterns)
 
 
 def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:

@@ -2,6 +2,11 @@
 
 A single reader task per channel receives every message (event-driven, no polling loop) and hands it
 to the owner's callbacks; shell replies resolve the future of the request they answer.
+
+A kernel is ready only once *every* channel has completed its ZeroMQ handshake, then answered on shell
+and delivered on IOPub.  The stdin channel matters most: the kernel sends ``input_request`` on a ROUTER
+socket, which silently drops a message for a peer it does not know yet, so an ``input()`` run right
+after start-up would wait forever for a reply nobody was asked for.
 """
 
 from __future__ import annotations
@@ -9,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from zmq.utils.monitor import recv_monitor_message
 
-from workbench.errors import KernelFailed
 from workbench.kernels.frames import FrameReader
 
 log = logging.getLogger(__name__)
@@ -24,6 +28,39 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 MessageHandler = Callable[[Message], None]
 RawHandler = Callable[[str, Message], None]
+
+
+class WatchedContext(zmq.asyncio.Context):
+    """The process's ZeroMQ context (shadowed), watching each socket it makes from before it connects,
+    so that no handshake can complete unseen."""
+
+    # Declared here: pyzmq maps undeclared attribute names to socket options.
+    watched: list[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]]
+
+    def __init__(self) -> None:
+        super().__init__(shadow=zmq.asyncio.Context.instance())
+        self.watched = []
+
+    def socket(self, socket_type: int, *args: Any, **kwargs: Any) -> Any:
+        socket = super().socket(socket_type, *args, **kwargs)
+        address = f"inproc://workbench-monitor-{id(socket):x}"
+        socket.monitor(address, zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        watcher = zmq.asyncio.Context.instance().socket(zmq.PAIR)
+        watcher.connect(address)
+        self.watched.append((socket, watcher))
+        return socket
+
+    async def connected(self) -> None:
+        """Wait until every socket made so far has completed a handshake with its peer."""
+        for _, watcher in self.watched:
+            await recv_monitor_message(watcher)
+
+    def stop_watching(self) -> None:
+        for socket, watcher in self.watched:
+            with contextlib.suppress(zmq.ZMQError):
+                socket.disable_monitor()
+            watcher.close(linger=0)
+        self.watched.clear()
 
 
 class KernelClient:
@@ -37,7 +74,8 @@ class KernelClient:
         on_stdin: MessageHandler,
         on_raw: RawHandler | None = None,
     ) -> None:
-        self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
+        self._context = WatchedContext()
+        self._client = AsyncKernelClient(context=self._context)
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
         self._frames = FrameReader(self._client.session)
         self._on_iopub = on_iopub
@@ -47,8 +85,9 @@ class KernelClient:
         self._iopub_seen = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, timeout: float) -> None:
-        """Connect, then wait until the kernel answers on shell *and* IOPub delivers (slow joiner)."""
+    async def start(self) -> None:
+        """Connect; wait until every channel's handshake is done (stdin included), then until the kernel
+        answers on shell *and* IOPub delivers (slow joiner).  The caller bounds the wait."""
         self._client.start_channels(hb=False)
         channels = (
             ("iopub", self._client.iopub_channel, self._handle_iopub),
@@ -59,12 +98,15 @@ class KernelClient:
         self._tasks = [
             asyncio.create_task(self._read(name, channel, handler)) for name, channel, handler in channels
         ]
-        await self._wait_ready(timeout)
+        try:
+            await self._context.connected()
+        finally:
+            self._context.stop_watching()
+        await self._wait_ready()
 
-    async def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def _wait_ready(self) -> None:
         answered = False
-        while time.monotonic() < deadline:
+        while True:
             msg_id = self._client.kernel_info()
             try:
                 await asyncio.wait_for(self._expect_reply(msg_id), timeout=0.5)
@@ -76,8 +118,6 @@ class KernelClient:
                     await asyncio.wait_for(self._iopub_seen.wait(), timeout=0.3)
                 if self._iopub_seen.is_set():
                     return
-        msg = f"the kernel did not become ready within {timeout:.0f} s"
-        raise KernelFailed(msg)
 
     async def _read(self, name: str, channel: Any, handler: MessageHandler) -> None:
         while True:
@@ -160,4 +200,5 @@ class KernelClient:
         for future in self._replies.values():
             future.cancel()
         self._replies.clear()
+        self._context.stop_watching()
         self._client.stop_channels()

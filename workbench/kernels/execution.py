@@ -196,18 +196,3 @@ class Execution:
     def done_event(self) -> Event:
         assert self.result is not None
         return {"type": "done", "id": self.request_id, **self.result.to_json()}
-
-
-def failed_done_event(request_id: str, message: str) -> Event:
-    """The ``done`` event of an execution that could not run at all."""
-    result = ExecutionResult(
-        status="error",
-        execution_count=None,
-        stdout="",
-        stderr="",
-        outputs=[],
-        error={"ename": "WorkbenchError", "evalue": message, "traceback": []},
-        duration_ms=0,
-        reason=message,
-    )
-    return {"type": "done", "id": request_id, **result.to_json()}

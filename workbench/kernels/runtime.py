@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from workbench.admission import Admission
 from workbench.errors import KernelFailed
-from workbench.kernels.admission import Admission
 from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
@@ -45,6 +45,8 @@ class RunHooks(Protocol):
 
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
+ATTACH_TIMEOUT = 10.0
+"""Seconds a kernel that outlived the server gets to answer before it is given up."""
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
 
 
@@ -130,28 +132,32 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info(self.launcher.transport)
-        await asyncio.to_thread(self._prepare_runtime_dir)  # the kernel controls what is in there
-        write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
+        await asyncio.to_thread(self._prepare_runtime_dir, info)  # the kernel controls what is in there
         self.kernel_id = await self.launcher.launch(self.request)
         host_info = host_view(info, self.request.runtime_dir, await self.launcher.address(self.kernel_id))
-        write_private_json(self.connection_file, {**host_info, "kernel_id": self.kernel_id})
+        await asyncio.to_thread(
+            write_private_json, self.connection_file, {**host_info, "kernel_id": self.kernel_id}
+        )
         try:
-            await self._connect(host_info, self.start_timeout)
-        except KernelFailed:
+            async with asyncio.timeout(self.start_timeout):
+                await self._connect(host_info)
+        except TimeoutError:
             self.state = "dead"
-            raise
+            msg = f"the kernel did not become ready within {self.start_timeout:.0f} s"
+            raise KernelFailed(msg) from None
         self._announce("idle", reason)
 
-    def _prepare_runtime_dir(self) -> None:
-        """Empty the runtime directory (no kernel runs now): stale sockets and whatever the last kernel left
-        there, so that its small file system has room for the new connection file."""
+    def _prepare_runtime_dir(self, info: dict[str, Any]) -> None:
+        """Empty the runtime directory (no kernel runs now: stale sockets and whatever the last kernel left
+        there, so that its small file system has room), then write the new kernel's connection file."""
         for name in os.listdir(self.request.runtime_dir):
             wipe(self.request.runtime_dir / name)
+        write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
 
-    async def _connect(self, info: dict[str, Any], timeout: float) -> None:
+    async def _connect(self, info: dict[str, Any]) -> None:
         client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin, on_raw=self._on_raw)
         try:
-            await client.start(timeout)
+            await client.start()
         except BaseException:
             await client.close()
             raise
@@ -159,14 +165,15 @@ class SessionKernel:
 
     async def attach(self, kernel_id: str) -> bool:
         """Re-attach to a kernel that outlived the server (its variables are still there)."""
-        info = read_json(self.connection_file)
+        info = await asyncio.to_thread(read_json, self.connection_file)
         if info is None or info.get("kernel_id") != kernel_id:
             return False
         async with self._lifecycle:
             self.kernel_id = kernel_id
             try:
-                await self._connect({k: v for k, v in info.items() if k != "kernel_id"}, timeout=10)
-            except KernelFailed:
+                async with asyncio.timeout(ATTACH_TIMEOUT):
+                    await self._connect({k: v for k, v in info.items() if k != "kernel_id"})
+            except TimeoutError:
                 return False
             self.state = "idle"
         return True
@@ -238,7 +245,7 @@ class SessionKernel:
         request_id: str,
         code: str,
         *,
-        timeout: float,
+        timeout: float,  # noqa: ASYNC109 (a time limit for the code, not a wait)
         allow_stdin: bool,
         hooks: RunHooks | None = None,
         message: Message | None = None,
@@ -262,7 +269,11 @@ class SessionKernel:
         return execution
 
     async def _run(
-        self, execution: Execution, timeout: float, allow_stdin: bool, message: Message | None = None
+        self,
+        execution: Execution,
+        timeout: float,  # noqa: ASYNC109 (a time limit for the code, not a wait)
+        allow_stdin: bool,
+        message: Message | None = None,
     ) -> None:
         assert self._client is not None
         self._current = execution
@@ -337,7 +348,13 @@ class SessionKernel:
         except Exception:
             log.exception("session %s: could not restart the kernel after it %s", self.session_id, reason)
 
-    async def inspect(self, expressions: dict[str, str], *, wait: float, timeout: float) -> Message | None:
+    async def inspect(
+        self,
+        expressions: dict[str, str],
+        *,
+        wait: float,
+        timeout: float,  # noqa: ASYNC109 (a time limit for the evaluation, not a wait)
+    ) -> Message | None:
         """Evaluate ``expressions`` silently, in the queue's turn (never beside a running execution).
 
         Nothing reaches the listeners (the kernel's messages for it answer no execution).  Waits at most
