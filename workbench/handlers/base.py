@@ -11,6 +11,7 @@ from typing import Any
 from tornado import httputil, web
 from tornado.log import access_log
 
+from workbench import jsonvalues
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import BadRequest, NotFound, Unauthorized, WorkbenchError
 from workbench.sessions import SessionManager
@@ -95,7 +96,7 @@ class APIHandler(web.RequestHandler):
         if not self.request.body:
             return {}
         try:
-            body = json.loads(self.request.body)
+            body = jsonvalues.loads(self.request.body)
         except (ValueError, UnicodeDecodeError) as exc:
             msg = f"the body is not valid JSON: {exc}"
             raise BadRequest(msg, code="bad-json") from None

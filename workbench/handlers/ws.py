@@ -10,7 +10,7 @@ from typing import Any
 
 from tornado import websocket
 
-from workbench import metrics
+from workbench import jsonvalues, metrics
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import WorkbenchError
 from workbench.handlers.base import request_summary
@@ -176,7 +176,7 @@ def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
 def _parse_frame(message: str | bytes) -> dict[str, Any] | str:
     """The frame as a checked dict, or a message saying what is wrong with it."""
     try:
-        frame = json.loads(message)
+        frame = jsonvalues.loads(message)
     except (ValueError, UnicodeDecodeError):
         return "the frame is not valid JSON"
     if not isinstance(frame, dict):

@@ -17,6 +17,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from workbench.errors import KernelFailed
+from workbench.lognoise import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,12 @@ class KernelClient:
     """Shell, IOPub, stdin and control channels of one kernel, with readiness and dispatch."""
 
     def __init__(
-        self, connection_info: dict[str, Any], *, on_iopub: MessageHandler, on_stdin: MessageHandler
+        self,
+        connection_info: dict[str, Any],
+        *,
+        on_iopub: MessageHandler,
+        on_stdin: MessageHandler,
+        name: str = "a kernel",
     ) -> None:
         self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
@@ -37,9 +43,14 @@ class KernelClient:
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._iopub_seen = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unreadable = Throttled(log, f"{name}: dropping unreadable kernel messages")
+        self._unhandled = Throttled(log, f"{name}: error handling a kernel message")
 
-    async def start(self, timeout: float) -> None:
-        """Connect, then wait until the kernel answers on shell *and* IOPub delivers (slow joiner)."""
+    async def start(self, timeout: float, *, via_control: bool = False) -> None:
+        """Connect, then wait until the kernel answers *and* IOPub delivers (slow joiner).
+
+        A fresh kernel is asked on shell; one that outlived the server on control, which it answers even
+        while its shell runs code."""
         self._client.start_channels(hb=False)
         channels = (
             (self._client.iopub_channel, self._handle_iopub),
@@ -48,13 +59,13 @@ class KernelClient:
             (self._client.control_channel, self._handle_reply),
         )
         self._tasks = [asyncio.create_task(self._read(channel, handler)) for channel, handler in channels]
-        await self._wait_ready(timeout)
+        await self._wait_ready(timeout, via_control)
 
-    async def _wait_ready(self, timeout: float) -> None:
+    async def _wait_ready(self, timeout: float, via_control: bool) -> None:
         deadline = time.monotonic() + timeout
         answered = False
         while time.monotonic() < deadline:
-            msg_id = self._client.kernel_info()
+            msg_id = self._control_kernel_info() if via_control else self._client.kernel_info()
             try:
                 await asyncio.wait_for(self._expect_reply(msg_id), timeout=0.5)
                 answered = True
@@ -76,13 +87,13 @@ class KernelClient:
                 raise
             except zmq.ZMQError:
                 return
-            except Exception:  # a malformed or badly signed message must not kill the reader
-                log.warning("dropping an unreadable kernel message", exc_info=True)
+            except Exception as exc:  # a malformed or badly signed message must not kill the reader
+                self._unreadable.report(exc)
                 continue
             try:
                 handler(message)
-            except Exception:
-                log.exception("error handling a kernel message")
+            except Exception as exc:
+                self._unhandled.report(exc)
             await asyncio.sleep(0)  # a flooding kernel must not starve the clients' senders
 
     def _handle_iopub(self, message: Message) -> None:
@@ -99,6 +110,15 @@ class KernelClient:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[msg_id] = future
         return future
+
+    def _control_kernel_info(self) -> str:
+        message = self._client.session.msg("kernel_info_request")
+        self._client.control_channel.send(message)
+        return str(message["header"]["msg_id"])
+
+    def shell_answers(self) -> asyncio.Future[Message]:
+        """The future of a shell ``kernel_info`` reply: it resolves once the shell is free."""
+        return self._expect_reply(self._client.kernel_info())
 
     def execute(self, code: str, *, allow_stdin: bool = True) -> tuple[str, asyncio.Future[Message]]:
         """Send an execute request; returns its msg_id and the future of its shell reply."""
@@ -123,3 +143,5 @@ class KernelClient:
             future.cancel()
         self._replies.clear()
         self._client.stop_channels()
+        self._unreadable.flush()
+        self._unhandled.flush()

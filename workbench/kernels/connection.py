@@ -44,6 +44,11 @@ def new_connection_info() -> dict[str, Any]:
     }
 
 
+def socket_ports(info: dict[str, Any]) -> list[int]:
+    """The ports (socket file suffixes) of an ipc connection."""
+    return sorted(int(info[name]) for name in _IPC_PORTS)
+
+
 def host_view(info: dict[str, Any], runtime_dir: Path) -> dict[str, Any]:
     """The same connection as seen from the server host."""
     return {**info, "ip": str(runtime_dir / SOCKET_PREFIX)}

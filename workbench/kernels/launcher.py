@@ -33,8 +33,10 @@ MANAGED_LABEL = "org.workbench.managed"
 # Several servers (state directories) may share one engine: each manages only its own kernels.
 INSTANCE_LABEL = "org.workbench.instance"
 GoneCallback = Callable[[str, str, str], None]
+# `-P`: the working directory (/data, the kernel's own files) is not on the path while the kernel starts.
 KERNEL_COMMAND = [
     "python",
+    "-P",
     "-m",
     "ipykernel_launcher",
     "-f",
