@@ -26,13 +26,16 @@ DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 def framing_error(headers: httputil.HTTPHeaders) -> WorkbenchError | None:
     """What is wrong with the request's ``Content-Length`` headers, if anything."""
-    for value in headers.get_list("Content-Length"):
-        for piece in re.split(r",[ \t]*", value.strip()):
-            if LENGTH.fullmatch(piece):
-                continue
-            if DIGITS.fullmatch(piece):
-                return TooLarge("the declared Content-Length is larger than any body this server takes")
+    pieces = [
+        piece for value in headers.get_list("Content-Length") for piece in re.split(r",[ \t]*", value.strip())
+    ]
+    for piece in pieces:
+        if DIGITS.fullmatch(piece) and not LENGTH.fullmatch(piece):
+            return TooLarge("the declared Content-Length is larger than any body this server takes")
+        if not LENGTH.fullmatch(piece):
             return BadRequest("Content-Length must be a decimal number of bytes", code="bad-header")
+    if len(set(pieces)) > 1:
+        return BadRequest("several different Content-Length values", code="bad-header")
     return None
 
 
