@@ -214,7 +214,7 @@ def test_garbage_on_a_kernels_sockets_is_summarized_not_logged_per_frame(engine:
             session_id = create(client)
             before = len(server.log())
             result = run(client, session_id, flood)
-            assert result["stdout"].endswith("flooded\n"), result
+            assert result["status"] == "ok", result  # its output may be dropped (IOPub's HWM)
             assert run(client, session_id, "print(2 + 2)")["stdout"] == "4\n"
             written = server.log()[before:]
         assert written.count("Traceback") <= 10, written[-3000:]
