@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, remove_state, short_tmp
 
 BLOCK = 1024 * 1024
 RSS_TARGET_MB = 64
@@ -89,7 +88,7 @@ def serving(env: dict[str, str]) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        remove_state(root)
 
 
 def upload(client: httpx.Client, url: str, size_mb: int) -> int:

@@ -8,12 +8,11 @@ Starts its own server (real Docker engine, real kernel image) and prints figures
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, remove_state, short_tmp
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -72,7 +71,7 @@ def main() -> None:
         delete_all(server, concurrent)
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        remove_state(root)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ import websockets
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, remove_state, short_tmp
 
 TEN_MB = "import sys\nchunk = 'x' * 1023 + '\\n'\nfor _ in range(10 * 1024):\n    sys.stdout.write(chunk)"
 
@@ -134,7 +133,7 @@ def main() -> None:
         asyncio.run(measure(server, args.n))
     finally:
         server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        remove_state(root)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from workbench.image import default_image_name
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, remove_state, short_tmp
 
 TOKEN = "test-admin-token"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -76,7 +75,7 @@ def running_server(
         instance.stop()
         if engine is not None:
             remove_session_containers(engine, instance.state_dir)
-        shutil.rmtree(root, ignore_errors=True)
+        remove_state(root)
 
 
 @pytest.fixture(scope="session")

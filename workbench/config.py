@@ -46,6 +46,14 @@ def _bool(text: str) -> bool:
     raise ValueError(msg)
 
 
+def _workspace_fs(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"loop", "dir"}:
+        msg = f"not loop or dir: {text!r}"
+        raise ValueError(msg)
+    return value
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
@@ -101,6 +109,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("upload_extensions", _words, "File name endings accepted by uploads (space or comma separated)."),
     Option("max_upload_mb", int, "Largest uploaded file, in MiB."),
     Option("workspace_quota_mb", int, "Disk a workspace may hold (allocated blocks), in MiB."),
+    Option(
+        "workspace_fs",
+        _workspace_fs,
+        "loop: each workspace is a loop-mounted file system of the quota's size (kernels get ENOSPC past it) "
+        "and each runtime directory a 16 KiB tmpfs; needs root. dir: plain directories (the quota binds "
+        "uploads only).",
+    ),
     Option("max_sessions", int, "Most live sessions on this server."),
     Option(
         "allowed_origins",
@@ -147,6 +162,7 @@ class Settings:
     upload_extensions: tuple[str, ...] = (".xlsx", ".xls", ".parquet", ".csv", ".json", ".txt")
     max_upload_mb: int = 512
     workspace_quota_mb: int = 2048
+    workspace_fs: str = "loop"
     max_sessions: int = 64
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False

@@ -6,8 +6,9 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import shutil
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
 from workbench.reattach import Reattach
+from workbench.volumes import Volumes
 from workbench.workspace import Workspace, wipe
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class SessionManager:
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
         self.reattach = Reattach()
+        self.volumes = Volumes(settings.state_dir / "volumes", mode=settings.workspace_fs,
+                               quota_bytes=settings.workspace_quota_mb * 2**20, owner=self.owner)  # fmt: skip
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -195,6 +199,7 @@ class SessionManager:
         try:
             await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
             await self._blocking(None, self._make_private_dir, kernel.request.runtime_dir, 0o700)
+            await self._blocking(None, self._volume_call, self.volumes.provision, row.id)
             await kernel.start()
         except BaseException as exc:
             await self._discard(row.id, "failed", reason=str(exc)[:200])
@@ -292,6 +297,7 @@ class SessionManager:
             return kernel  # the hot path: no database round trip
         kernel = await self.session_kernel(session_id)
         if kernel.state in ("stopped", "dead"):
+            await self._blocking(None, self._volume_call, self.volumes.ensure, session_id)
             await kernel.ensure_running()
             await self._mark_ready(session_id, kernel)
         return kernel
@@ -397,11 +403,15 @@ class SessionManager:
         if kernel_id is not None:
             await self.launcher.remove(kernel_id)
 
+    def _volume_call(self, action: Callable[[str, Path, Path], None], session_id: str) -> None:
+        action(session_id, self.workspace_path(session_id), self.runtime_path(session_id))
+
     def _remove_files(self, session_id: str) -> None:
+        self._volume_call(self.volumes.release, session_id)
         workspace = self.workspace_path(session_id)
         if workspace.exists():
             wipe(workspace)
-        wipe(self.runtime_path(session_id))
+        shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
         wipe(self.link_path(session_id))
         self.connection_path(session_id).unlink(missing_ok=True)
 
@@ -424,6 +434,7 @@ class SessionManager:
         """Match database rows with the engine's labelled containers after a (re)start, a few sessions at
         a time, while the server already serves (requests for a session wait for its turn)."""
         try:
+            await self._reconcile_volumes()
             containers = await self.launcher.kernels()
             rows = await self.db.list_sessions(("starting", "ready"))
             await self.reattach.run(
@@ -455,6 +466,17 @@ class SessionManager:
         await self.db.update_session(
             row.id, status="stopped", status_reason="kernel gone at server start", container_id=None
         )
+
+    async def _reconcile_volumes(self) -> None:
+        """Mount again what a reboot unmounted; release the volumes of sessions that are gone."""
+        kept = {row.id for row in await self.db.list_sessions(("starting", "ready", "stopped"))}
+        for session_id in kept:
+            try:
+                await self._blocking(None, self._volume_call, self.volumes.ensure, session_id)
+            except KernelFailed:
+                log.exception("session %s: its workspace file system is not mounted", session_id)
+        for session_id in set(await self._blocking(None, self.volumes.images)) - kept:
+            await self._blocking(None, self._volume_call, self.volumes.release, session_id)
 
     async def close(self, *, stop_kernels: bool) -> None:
         for session_id, kernel in list(self.kernels.items()):

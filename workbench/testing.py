@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from workbench.volumes import unmount_below
 
 
 def free_port() -> int:
@@ -24,6 +27,12 @@ def free_port() -> int:
 def short_tmp() -> Path:
     """A short directory (Unix socket paths under it must stay below 108 bytes)."""
     return Path(tempfile.mkdtemp(prefix="wb-", dir="/tmp"))
+
+
+def remove_state(root: Path) -> None:
+    """Remove a throw-away directory, first unmounting the session file systems a server left below it."""
+    unmount_below(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class ServerProcess:

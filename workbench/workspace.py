@@ -29,8 +29,9 @@ Decisions worth knowing:
 * A refused or aborted upload leaves nothing behind: not its temporary file, nor the parent folders it
   made (those still empty are removed again).
 * The upload quota counts allocated blocks (``st_blocks * 512``, hard links once) of the whole tree when
-  the upload starts, plus the bytes written so far.  Concurrent uploads to one workspace each see the
-  usage at their own start.
+  the upload starts, plus the bytes written so far (on a workspace file system of its own: the file
+  system's count of used blocks).  Concurrent uploads to one workspace each see the usage at their own
+  start.
 * :meth:`Workspace.rename` refuses to replace an existing target atomically with
   ``renameat2(RENAME_NOREPLACE)``; where the C library or the file system lacks it, it falls back to a
   check-then-rename (the kernel could create the target in between; it would then be replaced, which stays
@@ -933,8 +934,15 @@ class Workspace:
         return fd, _entry(parts[-1], shown, st)
 
     def usage_bytes(self) -> int:
-        """Allocated bytes (``st_blocks * 512``) of the whole tree, links not followed, hard links once."""
+        """Allocated bytes (``st_blocks * 512``) of the whole tree, links not followed, hard links once.
+
+        A workspace that is a file system of its own (see :mod:`workbench.volumes`) answers with the file
+        system's own figure of used blocks instead, without a tree walk.
+        """
         with self._folder(()) as root:
+            if os.stat("..", dir_fd=root).st_dev != os.fstat(root).st_dev:
+                fs = os.fstatvfs(root)
+                return (fs.f_blocks - fs.f_bfree) * fs.f_frsize
             walk = _UsageWalk(root)
             walk.run()
             return walk.total
