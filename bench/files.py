@@ -10,7 +10,6 @@ way and the server's resident memory (VmRSS) before, at its peak during each tra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from workbench.testing import ServerProcess, remove_state, short_tmp
+from workbench.testing import throwaway_server
 
 BLOCK = 1024 * 1024
 RSS_TARGET_MB = 64
@@ -78,19 +77,6 @@ def timed(pid: int, transfer: Callable[[], int]) -> tuple[float, int, float]:
     return seconds, moved, sampler.peak
 
 
-@contextlib.contextmanager
-def serving(env: dict[str, str]) -> Iterator[ServerProcess]:
-    """A throw-away server with its own state directory, removed afterwards."""
-    root = short_tmp()
-    server = ServerProcess(root / "state", token="bench", env=env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        remove_state(root)
-
-
 def upload(client: httpx.Client, url: str, size_mb: int) -> int:
     answer = client.put(url, content=body(size_mb))
     answer.raise_for_status()
@@ -125,7 +111,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="file size in MiB (default 1024)")
     size_mb = parser.parse_args().size_mb
     env = {"WORKBENCH_MAX_UPLOAD_MB": str(size_mb + 76), "WORKBENCH_WORKSPACE_QUOTA_MB": "2048"}
-    with serving(env) as server, server.client(timeout=600) as client:
+    with throwaway_server(token="bench", env=env) as server, server.client(timeout=600) as client:
         assert server.process is not None
         pid = server.process.pid
         created = client.post("/api/v1/sessions", json={"memory_mb": 256})

@@ -20,7 +20,7 @@ import websockets
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
-from workbench.testing import ServerProcess, remove_state, short_tmp
+from workbench.testing import ServerProcess, throwaway_server
 
 TEN_MB = "import sys\nchunk = 'x' * 1023 + '\\n'\nfor _ in range(10 * 1024):\n    sys.stdout.write(chunk)"
 
@@ -126,14 +126,8 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=300, help="round trips per client (default 300)")
     args = parser.parse_args()
-    root = short_tmp()
-    server = ServerProcess(root / "state", token="bench")
-    server.start()
-    try:
+    with throwaway_server(token="bench") as server:
         asyncio.run(measure(server, args.n))
-    finally:
-        server.stop()
-        remove_state(root)
 
 
 if __name__ == "__main__":

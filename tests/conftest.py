@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from workbench.image import default_image_name
-from workbench.testing import ServerProcess, remove_state, short_tmp
+from workbench.testing import ServerProcess, throwaway_server
 
 TOKEN = "test-admin-token"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -48,34 +47,16 @@ def engine() -> docker.DockerClient:
     return docker.from_env(timeout=60)
 
 
-class Server(ServerProcess):
-    def __init__(
-        self, state_dir: Path, *extra: str, token: str = TOKEN, env: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(state_dir, *extra, token=token, env=env)
-
-
-def remove_session_containers(engine: docker.DockerClient, state_dir: Path) -> None:
-    for path in (state_dir / "workspaces").glob("session-*"):
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            engine.api.remove_container(f"workbench-{path.name}", force=True)
+Server = ServerProcess
 
 
 @contextlib.contextmanager
 def running_server(
     *extra: str, engine: docker.DockerClient | None = None, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """A server of its own (fresh state directory); afterwards its kernels and files are removed."""
-    root = short_tmp()
-    instance = Server(root / "state", *extra, env=env)
-    try:
-        instance.start()
+    """A server of its own (fresh state directory); afterwards its kernels (given an engine) and files go."""
+    with throwaway_server(*extra, token=TOKEN, env=env, remove_kernels=engine is not None) as instance:
         yield instance
-    finally:
-        instance.stop()
-        if engine is not None:
-            remove_session_containers(engine, instance.state_dir)
-        remove_state(root)
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("max_sessions", int, "Most live sessions on this server."),
     Option(
+        "pool_size",
+        int,
+        "Warm kernels kept started and ready, so that a create only claims one (0 disables the pool).",
+    ),
+    Option(
         "allowed_origins",
         _words,
         "Origins (exact, or patterns like https://*.example.com) allowed on WebSockets.",
@@ -164,6 +169,7 @@ class Settings:
     workspace_quota_mb: int = 2048
     workspace_fs: str = "loop"
     max_sessions: int = 64
+    pool_size: int = 2
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False
     log_level: str = "info"

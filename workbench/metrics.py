@@ -24,3 +24,8 @@ BYTES_UPLOADED = Counter("workbench_uploaded_bytes", "Bytes uploaded into worksp
 BYTES_DOWNLOADED = Counter(
     "workbench_downloaded_bytes", "Bytes downloaded from workspaces.", registry=REGISTRY
 )
+POOL_READY = Gauge("workbench_pool_ready", "Warm kernels ready to be claimed.", registry=REGISTRY)
+POOL_CLAIMS = Counter(
+    "workbench_pool_claims", "Creates served from the warm pool (hit) or cold (miss).", ["outcome"],
+    registry=REGISTRY,
+)  # fmt: skip

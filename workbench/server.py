@@ -40,13 +40,15 @@ def json_body_limit(settings: Settings) -> int:
 
 
 async def start_up(manager: SessionManager, reaper: Reaper) -> None:
-    """While already serving: re-attach the kernels that outlived the server, then start the reaper."""
+    """While already serving: re-attach the kernels that outlived the server, then start the warm pool and
+    the reaper."""
     if manager.reattach.pending:
         log.info("re-attaching %d sessions' kernels", manager.reattach.pending)
     try:
         await manager.reconcile()
     except Exception as exc:  # the engine may be down at start: serve anyway, health says degraded
         log.warning("could not reconcile kernels with the engine: %s", exc)
+    manager.pool.start()  # after the reconcile, which removes containers and files that no session names
     reaper.start()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -22,6 +23,7 @@ from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
 from workbench.kernels.runtime import Listener, SessionKernel
+from workbench.pool import Slot, WarmPool
 from workbench.reattach import Reattach
 from workbench.volumes import Volumes
 from workbench.workspace import Workspace, wipe
@@ -52,6 +54,14 @@ class SessionManager:
         self.reattach = Reattach()
         self.volumes = Volumes(settings.state_dir / "volumes", mode=settings.workspace_fs,
                                quota_bytes=settings.workspace_quota_mb * 2**20, owner=self.owner)  # fmt: skip
+        self._cold_starts = 0
+        self.pool = WarmPool(
+            settings.pool_size,
+            make=self._make_slot,
+            discard=self._discard_slot,
+            room=self._pool_room,
+            users_starting=lambda: self._cold_starts > 0,
+        )
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -181,25 +191,50 @@ class SessionManager:
         if principal.max_memory_mb is not None:
             memory_mb = min(memory_mb, principal.max_memory_mb)
         await self._check_capacity(principal)
+        slot = self.pool.claim()
         now = utcnow()
-        row = await self.db.add_session(
-            SessionRow(
-                id=f"{SESSION_ID_PREFIX}{uuid.uuid4()}",
-                status="starting",
-                created_at=now,
-                last_activity_at=now,
-                tenant=principal.name,
-                memory_mb=memory_mb,
-                cpus=cpus,
-                idle_timeout=idle_timeout,
-                metadata_=metadata,
-            )
-        )
-        kernel = self._kernel_for(row)
         try:
-            await self._blocking(None, self._make_private_dir, self.workspace_path(row.id), 0o770)
-            await self._blocking(None, self._make_private_dir, kernel.request.runtime_dir, 0o700)
-            await self._blocking(None, self._volume_call, self.volumes.provision, row.id)
+            row = await self.db.add_session(
+                SessionRow(
+                    id=slot.session_id if slot is not None else new_session_id(),
+                    status="starting",
+                    created_at=now,
+                    last_activity_at=now,
+                    tenant=principal.name,
+                    memory_mb=memory_mb,
+                    cpus=cpus,
+                    idle_timeout=idle_timeout,
+                    metadata_=metadata,
+                )
+            )
+        except BaseException:
+            if slot is not None:
+                self.pool.give_back(slot)
+            raise
+        if slot is not None and await self._adopt(row, slot):
+            return await self._mark_ready(row.id, slot.kernel)
+        return await self._cold_start(row)
+
+    async def _adopt(self, row: SessionRow, slot: Slot) -> bool:
+        """Hand a warm kernel to a new session, with the limits it asked for (a restart is cold)."""
+        limits = self._container_limits(row)
+        request = slot.kernel.request
+        try:
+            if limits != request.limits:
+                await self.launcher.update_limits(slot.kernel.kernel_id or "", limits)
+        except Exception:
+            log.exception("session %s: could not apply its limits to a warm kernel; starting cold", row.id)
+            await self._discard_slot(slot)
+            return False
+        slot.kernel.request = dataclasses.replace(request, limits=limits, pooled=False)
+        self._register(row, slot.kernel)
+        return True
+
+    async def _cold_start(self, row: SessionRow) -> SessionRow:
+        kernel = self._kernel_for(row)
+        self._cold_starts += 1
+        try:
+            await self._provision(kernel.request)
             await kernel.start()
         except BaseException as exc:
             await self._discard(row.id, "failed", reason=str(exc)[:200])
@@ -208,7 +243,38 @@ class SessionManager:
             log.exception("session %s: kernel start failed", row.id)
             msg = "could not start the kernel"
             raise KernelFailed(msg) from exc
+        finally:
+            self._cold_starts -= 1
         return await self._mark_ready(row.id, kernel)
+
+    async def _provision(self, request: LaunchRequest) -> None:
+        """The kernel's workspace and runtime directory, before its container starts."""
+        await self._blocking(None, self._make_private_dir, request.workspace, 0o770)
+        await self._blocking(None, self._make_private_dir, request.runtime_dir, 0o700)
+        await self._blocking(None, self._volume_call, self.volumes.provision, request.session_id)
+
+    # the warm pool
+
+    async def _make_slot(self) -> Slot:
+        session_id = new_session_id()
+        slot = Slot(session_id, self._new_kernel(session_id, self._container_limits(None), pooled=True))
+        try:
+            await self._provision(slot.kernel.request)
+            await slot.kernel.start()
+        except BaseException:
+            await self._discard_slot(slot)
+            raise
+        return slot
+
+    async def _discard_slot(self, slot: Slot) -> None:
+        try:
+            await slot.kernel.stop(remove=True, reason="discarded")
+        finally:
+            await self._blocking(None, self._remove_files, slot.session_id)
+
+    def _pool_room(self) -> int:
+        """Kernels the engine may still take: the pool counts towards ``max_sessions``."""
+        return self.settings.max_sessions - self.running_kernels()
 
     async def _check_capacity(self, principal: Principal) -> None:
         live = await self.db.list_sessions(("starting", "ready"))
@@ -234,35 +300,46 @@ class SessionManager:
     def _kernel_for(self, row: SessionRow) -> SessionKernel:
         kernel = self.kernels.get(row.id)
         if kernel is None:
-            limits = ContainerLimits(
-                memory_mb=row.memory_mb,
-                cpus=row.cpus,
-                pids_limit=self.settings.pids_limit,
-                tmp_mb=self.settings.tmp_mb,
-                shm_mb=self.settings.shm_mb,
-            )
-            request = LaunchRequest(
-                session_id=row.id,
-                workspace=self.workspace_path(row.id),
-                runtime_dir=self.runtime_path(row.id),
-                limits=limits,
-            )
-            kernel = SessionKernel(
-                request,
-                self.launcher,
-                connection_file=self.connection_path(row.id),
-                link_dir=self.link_path(row.id),
-                owner=self.owner,
-                start_timeout=self.settings.start_timeout,
-                interrupt_grace=self.settings.interrupt_grace,
-                max_output_bytes=self.settings.max_output_kb * 1024,
-            )
+            kernel = self._new_kernel(row.id, self._container_limits(row))
             if row.status == "stopped":
                 kernel.down_reason = row.status_reason or "stopped"
-            kernel.subscribe(self._kernel_news(row.id))
-            self.kernels[row.id] = kernel
-            self._owners[row.id] = row.tenant
+            self._register(row, kernel)
         return kernel
+
+    def _container_limits(self, row: SessionRow | None) -> ContainerLimits:
+        """A session's limits; without a row, the defaults a warm kernel starts with."""
+        settings = self.settings
+        return ContainerLimits(
+            memory_mb=row.memory_mb if row is not None else settings.memory_mb,
+            cpus=row.cpus if row is not None else settings.cpus,
+            pids_limit=settings.pids_limit,
+            tmp_mb=settings.tmp_mb,
+            shm_mb=settings.shm_mb,
+        )
+
+    def _new_kernel(self, session_id: str, limits: ContainerLimits, *, pooled: bool = False) -> SessionKernel:
+        request = LaunchRequest(
+            session_id=session_id,
+            workspace=self.workspace_path(session_id),
+            runtime_dir=self.runtime_path(session_id),
+            limits=limits,
+            pooled=pooled,
+        )
+        return SessionKernel(
+            request,
+            self.launcher,
+            connection_file=self.connection_path(session_id),
+            link_dir=self.link_path(session_id),
+            owner=self.owner,
+            start_timeout=self.settings.start_timeout,
+            interrupt_grace=self.settings.interrupt_grace,
+            max_output_bytes=self.settings.max_output_kb * 1024,
+        )
+
+    def _register(self, row: SessionRow, kernel: SessionKernel) -> None:
+        kernel.subscribe(self._kernel_news(row.id))
+        self.kernels[row.id] = kernel
+        self._owners[row.id] = row.tenant
 
     def _kernel_news(self, session_id: str) -> Listener:
         """Keep the row's container id in step when a kernel is replaced behind a request's back."""
@@ -419,6 +496,10 @@ class SessionManager:
 
     def on_kernel_gone(self, session_id: str, kernel_id: str, reason: str) -> None:
         """The engine says a kernel container died or was removed (maybe behind our back)."""
+        if self.pool.owns(session_id):
+            log.warning("warm kernel %s: container %s (%s)", session_id, kernel_id[:12], reason)
+            self.pool.forget(session_id)
+            return
         kernel = self.kernels.get(session_id)
         if kernel is not None and kernel.owns(kernel_id):
             log.warning("session %s: kernel container %s (%s)", session_id, kernel_id[:12], reason)
@@ -445,6 +526,7 @@ class SessionManager:
                 if session_id not in stopped:
                     log.info("removing orphan kernel container of %s", session_id)
                 await self.launcher.remove(kernel_id)
+            await self._remove_unclaimed_files()
         finally:
             self.reattach.release_all()
 
@@ -467,6 +549,14 @@ class SessionManager:
             row.id, status="stopped", status_reason="kernel gone at server start", container_id=None
         )
 
+    async def _remove_unclaimed_files(self) -> None:
+        """Warm kernels left by a previous run (no row ever named them): their directories go too."""
+        names = await self._blocking(None, _session_dirs, self.settings.workspaces_dir)
+        unclaimed = set(names) - await self.db.known_ids(names) if names else set()
+        for session_id in unclaimed:
+            log.info("removing the files of an unclaimed warm kernel %s", session_id)
+            await self._blocking(None, self._remove_files, session_id)
+
     async def _reconcile_volumes(self) -> None:
         """Mount again what a reboot unmounted; release the volumes of sessions that are gone."""
         kept = {row.id for row in await self.db.list_sessions(("starting", "ready", "stopped"))}
@@ -479,6 +569,7 @@ class SessionManager:
             await self._blocking(None, self._volume_call, self.volumes.release, session_id)
 
     async def close(self, *, stop_kernels: bool) -> None:
+        await self.pool.close()
         for session_id, kernel in list(self.kernels.items()):
             try:
                 if stop_kernels:
@@ -488,6 +579,16 @@ class SessionManager:
                     await kernel.detach()
             except Exception:
                 log.exception("session %s: error while shutting down", session_id)
+
+
+def new_session_id() -> str:
+    return f"{SESSION_ID_PREFIX}{uuid.uuid4()}"
+
+
+def _session_dirs(root: Path) -> list[str]:
+    """The names of session directories under ``root`` (a directory only the server writes)."""
+    with os.scandir(root) as entries:
+        return [entry.name for entry in entries if entry.name.startswith(SESSION_ID_PREFIX)]
 
 
 def _unknown(session_id: str) -> NotFound:

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
 
 from workbench.volumes import unmount_below
@@ -82,3 +84,30 @@ class ServerProcess:
     def client(self, token: str | None = None, timeout: float = 120) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"}
         return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def remove_kernels(self) -> None:
+        """Remove every kernel container of this state directory (the server leaves them running)."""
+        client = docker.from_env(timeout=60)
+        try:
+            for path in (self.state_dir / "workspaces").glob("session-*"):
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    client.api.remove_container(f"workbench-{path.name}", force=True)
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def throwaway_server(
+    *extra: str, token: str, env: dict[str, str] | None = None, remove_kernels: bool = True
+) -> Iterator[ServerProcess]:
+    """A server with a fresh state directory; afterwards (even after a failure) its kernels and files go."""
+    root = short_tmp()
+    server = ServerProcess(root / "state", *extra, token=token, env=env)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        if remove_kernels:
+            server.remove_kernels()
+        remove_state(root)

@@ -108,6 +108,11 @@ class Database:
             query = query.where(SessionRow.tenant == tenant)
         return await self.run(lambda s: list(s.scalars(query)))
 
+    async def known_ids(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of ``session_ids`` have a row (whatever its status)."""
+        query = select(SessionRow.id).where(SessionRow.id.in_(session_ids))
+        return await self.run(lambda s: set(s.scalars(query)))
+
     async def update_session(self, session_id: str, **values: Any) -> SessionRow | None:
         def work(session: Session) -> SessionRow | None:
             row = session.get(SessionRow, session_id)

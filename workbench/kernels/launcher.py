@@ -32,6 +32,8 @@ SESSION_LABEL = "org.workbench.session"
 MANAGED_LABEL = "org.workbench.managed"
 # Several servers (state directories) may share one engine: each manages only its own kernels.
 INSTANCE_LABEL = "org.workbench.instance"
+# Started ahead of demand by the warm pool (the label stays after the kernel is handed to a session).
+POOL_LABEL = "org.workbench.pool"
 GoneCallback = Callable[[str, str, str], None]
 # `-P`: the working directory (/data, the kernel's own files) is not on the path while the kernel starts.
 KERNEL_COMMAND = [
@@ -61,6 +63,7 @@ class LaunchRequest:
     workspace: Path
     runtime_dir: Path
     limits: ContainerLimits
+    pooled: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,10 @@ class KernelLauncher(abc.ABC):
     @abc.abstractmethod
     async def remove(self, kernel_id: str) -> None:
         """Kill and remove the kernel; a kernel that is already gone is not an error."""
+
+    @abc.abstractmethod
+    async def update_limits(self, kernel_id: str, limits: ContainerLimits) -> None:
+        """Apply memory and CPU limits to a running kernel (a warm kernel handed to a session)."""
 
     @abc.abstractmethod
     async def kernels(self) -> dict[str, str]:
@@ -245,6 +252,7 @@ class DockerLauncher(KernelLauncher):
                 SESSION_LABEL: request.session_id,
                 MANAGED_LABEL: "true",
                 INSTANCE_LABEL: self.instance,
+                **({POOL_LABEL: "true"} if request.pooled else {}),
             },
             "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         }
@@ -302,6 +310,21 @@ class DockerLauncher(KernelLauncher):
 
     async def remove(self, kernel_id: str) -> None:
         await self._call(lambda client: _remove_quietly(client, kernel_id))
+
+    async def update_limits(self, kernel_id: str, limits: ContainerLimits) -> None:
+        memory = limits.memory_mb * 2**20
+        # The SDK's update_container has no NanoCpus, and CpuQuota conflicts with the NanoCpus set at start.
+        body = {"Memory": memory, "MemorySwap": memory, "NanoCpus": int(limits.cpus * 1e9)}
+
+        def update(client: docker.DockerClient) -> None:
+            api = client.api
+            url = f"{api.base_url}/v{api.api_version}/containers/{kernel_id}/update"
+            response = api.post(url, json=body, timeout=30)
+            if response.status_code != 200:
+                msg = f"the engine refused new limits: {response.status_code} {response.text[:200]}"
+                raise KernelFailed(msg)
+
+        await self._call(update)
 
     async def kernels(self) -> dict[str, str]:
         def listing(client: docker.DockerClient) -> dict[str, str]:
