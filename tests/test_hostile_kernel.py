@@ -109,6 +109,8 @@ def test_health_answers_at_once_while_twenty_kernels_are_re_attached(engine: doc
                 listing = client.get("/api/v1/sessions")
                 assert listing.status_code == 200
                 assert len(listing.json()["sessions"]) == 20
+                states = {item["id"]: item["kernel"]["state"] for item in listing.json()["sessions"]}
+                assert {states[session_id] for session_id in frozen} == {"starting"}
             still_attaching = server.log().count("re-attached to its running kernel") < 20
         finally:
             for session_id in frozen:

@@ -36,6 +36,9 @@ class Reattach:
     def pending(self) -> int:
         return len(self._pending)
 
+    def pending_for(self, session_id: str) -> bool:
+        return session_id in self._pending
+
     async def wait(self, session_id: str) -> None:
         """Return once ``session_id`` is not (or no longer) being re-attached."""
         future = self._pending.get(session_id)

@@ -105,7 +105,9 @@ class SessionManager:
 
     def to_json(self, row: SessionRow) -> dict[str, Any]:
         kernel = self.kernels.get(row.id)
-        if row.status in ("ready", "starting") and kernel is not None:
+        if self.reattach.pending_for(row.id):
+            state = "starting"  # listed while its kernel is being re-attached after a server restart
+        elif row.status in ("ready", "starting") and kernel is not None:
             state = "busy" if kernel.busy else kernel.state
         else:
             state = {"stopped": "stopped", "starting": "starting"}.get(row.status, "dead")
@@ -508,14 +510,15 @@ class SessionManager:
     # server start and stop
 
     async def begin_reconcile(self) -> None:
-        """Before serving: note the sessions to re-attach, so requests for them wait (``reconcile``)."""
+        """Before serving: mount the workspaces again (after a reboot), and note the sessions to re-attach,
+        so that requests for them wait (``reconcile``)."""
+        await self._reconcile_volumes()
         self.reattach.expect(row.id for row in await self.db.list_sessions(("starting", "ready")))
 
     async def reconcile(self) -> None:
         """Match database rows with the engine's labelled containers after a (re)start, a few sessions at
         a time, while the server already serves (requests for a session wait for its turn)."""
         try:
-            await self._reconcile_volumes()
             containers = await self.launcher.kernels()
             rows = await self.db.list_sessions(("starting", "ready"))
             await self.reattach.run(
