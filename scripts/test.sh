@@ -24,7 +24,20 @@ start_postgres() {
     trap 'runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1; rm -rf "$PG_DIR"' EXIT
 }
 
+# The web page's browser test drives Debian's Chromium (no browser download); a CJK font makes the
+# screenshots (test-artifacts/page/) show Chinese text.
+ensure_chromium() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || missing+=(fonts-wqy-microhei)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}
+
 start_postgres
+ensure_chromium
 say "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

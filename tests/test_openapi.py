@@ -128,9 +128,9 @@ def test_every_error_answer_is_the_error_shape() -> None:
                 assert resolve(answer)["content"] == {"application/json": {"schema": error}}, (method, path)
 
 
-def test_only_health_metrics_and_the_document_are_public() -> None:
+def test_only_health_metrics_the_document_and_the_page_are_public() -> None:
     public = {path for path, _, op in operations() if op.get("security") == []}
-    assert public == {"/api/v1/health", "/metrics", "/api/v1/openapi.json"}
+    assert public == {"/api/v1/health", "/metrics", "/api/v1/openapi.json", "/", "/static/{name}"}
     assert DOC["security"] == [{"bearer": []}]
     bearer = DOC["components"]["securitySchemes"]["bearer"]
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")

@@ -54,6 +54,8 @@ def test_a_pooled_session_is_locked_down_empty_and_has_its_own_limits(engine: do
         assert run(api, first, leftovers)["status"] == "ok"
         assert api.delete(f"/api/v1/sessions/{first}").status_code == 204
         wait_for(lambda: metric(server, "workbench_pool_ready") >= 1, timeout=60)
+        price_list = "item,price\n茶,12\n".encode()
+        assert api.put("/api/v1/library/价格表.csv", content=price_list).status_code == 201
         hits = metric(server, 'workbench_pool_claims_total{outcome="hit"}')
         created = api.post("/api/v1/sessions", json={"memory_mb": 384, "cpus": 0.5})
         assert created.status_code == 201, created.text
@@ -75,6 +77,10 @@ def test_a_pooled_session_is_locked_down_empty_and_has_its_own_limits(engine: do
             assert host["PidsLimit"] == 256
             mounts = {mount["Destination"]: mount["Source"] for mount in attrs["Mounts"]}
             assert mounts["/data"] == str(server.state_dir / "workspaces" / second["id"])
+            library = run(api, second["id"], "print(open('/library/价格表.csv').read())")
+            assert library["stdout"] == "item,price\n茶,12\n\n"
+            refused = run(api, second["id"], "open('/library/mine.csv', 'w')")
+            assert refused["error"]["ename"] in ("OSError", "PermissionError")
             probe = (
                 "import os\n"
                 "print(os.listdir('/data'), os.listdir('/tmp'), 'secret' in dir(), len(In),\n"
@@ -86,7 +92,7 @@ def test_a_pooled_session_is_locked_down_empty_and_has_its_own_limits(engine: do
             assert "scratch" not in scratch
             assert has_secret == "False"
             assert int(limit) == 384 * 2**20
-            assert int(history) <= 2  # In[0] and this cell: nothing of anyone else
+            assert int(history) <= 4  # In[0] and this test's cells: nothing of anyone else
         finally:
             api.delete(f"/api/v1/sessions/{second['id']}")
 

@@ -78,6 +78,7 @@ async def test_connected_client_is_warned_then_told_variables_were_lost(culling:
             warning = await receive(socket, timeout=15)
         assert warning["action"] == "stop"
         assert warning["at"].endswith("Z")
+        assert warning["archive"] == f"/api/v1/sessions/{session_id}/archive"
         stopped = await receive(socket, timeout=15)
         while stopped["type"] != "kernel":
             stopped = await receive(socket, timeout=15)

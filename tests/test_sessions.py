@@ -59,6 +59,12 @@ def test_container_spec(engine: docker.DockerClient, server: Server, session: di
     mounts = {mount["Destination"]: mount for mount in attrs["Mounts"]}
     assert mounts["/data"]["Source"] == str(server.state_dir / "workspaces" / session["id"])
     assert mounts["/data"]["RW"] is True
+    if config["Labels"].get("org.workbench.pool") == "true":  # a warm kernel: the library comes later
+        assert mounts["/library"]["Source"] == str(server.state_dir / "library-slots" / session["id"])
+        assert mounts["/library"]["Propagation"] == "rslave"
+    else:
+        assert mounts["/library"]["Source"] == str(server.state_dir / "library" / "admin")
+    assert mounts["/library"]["RW"] is False
     assert attrs["NetworkSettings"]["Ports"] in ({}, None)
 
 

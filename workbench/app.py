@@ -7,11 +7,24 @@ from typing import Any
 from tornado import web
 
 from workbench.auth import Authenticator
-from workbench.handlers import base, compat, connection, files, health, metrics, openapi, sessions, ws
+from workbench.handlers import (
+    archive,
+    base,
+    compat,
+    connection,
+    files,
+    health,
+    library,
+    metrics,
+    openapi,
+    page,
+    sessions,
+    ws,
+)
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi)
+HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive, page)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

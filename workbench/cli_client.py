@@ -1,4 +1,4 @@
-"""The client side of the ``workbench`` command: ``sessions``, ``exec``, ``files`` and ``attach``.
+"""The client side of the ``workbench`` command: ``sessions``, ``exec``, ``files``, ``attach``, ``library``.
 
 Each command talks to a running server through ``workbench.client``; the server is named by ``--url``
 (or ``$WORKBENCH_URL``) and the token by ``--token`` (or ``$WORKBENCH_TOKEN``, else the admin token a
@@ -230,6 +230,76 @@ def cmd_files_rm(wb: Workbench, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_files_archive(wb: Workbench, args: argparse.Namespace) -> int:
+    target = wb.session(args.session).archive(args.local, path=args.path, progress=_progress(args))
+    if args.json:
+        _print_json({"path": str(target), "size": target.stat().st_size})
+    else:
+        print(target)
+    return 0
+
+
+def cmd_files_extract(wb: Workbench, args: argparse.Namespace) -> int:
+    result = wb.session(args.session).upload_archive(args.zip, path=args.path, progress=_progress(args))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['count']} files, {result['bytes']} bytes")
+    return 0
+
+
+# library
+
+
+def cmd_library_ls(wb: Workbench, args: argparse.Namespace) -> int:
+    entries = wb.library.files(args.path, recursive=args.recursive)
+    if args.json:
+        _print_json([vars(entry) for entry in entries])
+    elif entries:
+        _print_table(_file_rows(entries))
+    return 0
+
+
+def cmd_library_put(wb: Workbench, args: argparse.Namespace) -> int:
+    local = Path(args.local)
+    remote = args.remote or local.name
+    if remote.endswith("/"):
+        remote += local.name
+    _print_entry(wb.library.upload(local, remote, progress=_progress(args)), args)
+    return 0
+
+
+def cmd_library_get(wb: Workbench, args: argparse.Namespace) -> int:
+    target = wb.library.download(args.remote, args.local, progress=_progress(args))
+    if args.json:
+        _print_json({"path": str(target), "size": target.stat().st_size})
+    else:
+        print(target)
+    return 0
+
+
+def cmd_library_mv(wb: Workbench, args: argparse.Namespace) -> int:
+    _print_entry(wb.library.rename(args.path, args.new_path), args)
+    return 0
+
+
+def cmd_library_rm(wb: Workbench, args: argparse.Namespace) -> int:
+    wb.library.remove(args.path, recursive=args.recursive)
+    return 0
+
+
+def cmd_library_publish(wb: Workbench, args: argparse.Namespace) -> int:
+    _print_entry(wb.library.publish(args.session, args.path, args.target), args)
+    return 0
+
+
+def _print_entry(entry: FileEntry, args: argparse.Namespace) -> None:
+    if args.json:
+        _print_json(vars(entry))
+    else:
+        print(entry.path)
+
+
 # attach
 
 
@@ -407,6 +477,42 @@ def _add_files(commands: Subcommands) -> None:
     rm = _session_command(group, "rm", cmd_files_rm, "delete a file (a directory needs -r)")
     rm.add_argument("path", metavar="PATH")
     rm.add_argument("-r", "--recursive", action="store_true", help="delete a directory and its contents")
+    _add_archives(group)
+
+
+def _add_archives(group: Subcommands) -> None:
+    """``files archive`` and ``files extract``."""
+    archive = _session_command(group, "archive", cmd_files_archive, "download the workspace as a zip",
+                               json_output=True)  # fmt: skip
+    archive.add_argument("local", metavar="LOCAL", nargs="?", help="file or directory (default: here)")
+    archive.add_argument("--path", default="", help="a folder of the workspace (default: all of it)")
+    extract = _session_command(group, "extract", cmd_files_extract, "extract a zip into the workspace "
+                               "(all or nothing)", json_output=True)  # fmt: skip
+    extract.add_argument("zip", metavar="ZIP", help="the local zip file")
+    extract.add_argument("--path", default="", help="target folder in the workspace (default: its root)")
+
+
+def _add_library(commands: Subcommands) -> None:
+    group = _group(commands, "library", "the tenant's file library, read-only at /library in every session")
+    ls = _command(group, "ls", cmd_library_ls, "list the library", json_output=True)
+    ls.add_argument("path", metavar="PATH", nargs="?", default="", help="directory (default: the top)")
+    ls.add_argument("-r", "--recursive", action="store_true", help="list subdirectories too")
+    put = _command(group, "put", cmd_library_put, "upload a file", json_output=True)
+    put.add_argument("local", metavar="LOCAL", help="the local file")
+    put.add_argument("remote", metavar="REMOTE", nargs="?", help="library path (default: LOCAL's name)")
+    get = _command(group, "get", cmd_library_get, "download a file", json_output=True)
+    get.add_argument("remote", metavar="REMOTE", help="library path")
+    get.add_argument("local", metavar="LOCAL", nargs="?", help="file or directory (default: here)")
+    mv = _command(group, "mv", cmd_library_mv, "rename or move a file", json_output=True)
+    mv.add_argument("path", metavar="PATH")
+    mv.add_argument("new_path", metavar="NEW_PATH")
+    rm = _command(group, "rm", cmd_library_rm, "delete a file (a directory needs -r)")
+    rm.add_argument("path", metavar="PATH")
+    rm.add_argument("-r", "--recursive", action="store_true", help="delete a directory and its contents")
+    summary = "copy a session's file into the library"
+    publish = _session_command(group, "publish", cmd_library_publish, summary, json_output=True)
+    publish.add_argument("path", metavar="PATH", help="the file in the session's workspace")
+    publish.add_argument("target", metavar="TARGET", nargs="?", help="library path (default: PATH's name)")
 
 
 def _add_attach(commands: Subcommands) -> None:
@@ -432,3 +538,4 @@ def add_commands(commands: Subcommands) -> None:
     _add_exec(commands)
     _add_files(commands)
     _add_attach(commands)
+    _add_library(commands)

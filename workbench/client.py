@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -39,6 +40,7 @@ from tqdm import tqdm
 from websockets.exceptions import InvalidStatus
 
 __all__ = [
+    "AsyncLibrary",
     "AsyncSession",
     "AsyncWorkbench",
     "BadRequest",
@@ -48,6 +50,7 @@ __all__ = [
     "FileEntry",
     "Forbidden",
     "Invalid",
+    "Library",
     "LimitReached",
     "NotFound",
     "Session",
@@ -339,10 +342,43 @@ def _remove_call(session_id: str, path: str, recursive: bool) -> _Call[None]:
     return _Call("DELETE", _file_path(session_id, path), _nothing, params=params)
 
 
-def _upload_call(session_id: str, local: Path, remote: str | None, size: int) -> _Call[FileEntry]:
-    """A PUT of ``local``; the caller streams the body (its length is known, so it is not chunked)."""
+def _put_call(url: str, size: int) -> _Call[FileEntry]:
     headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-    return _Call("PUT", _file_path(session_id, remote or local.name), _entry, headers=headers)
+    return _Call("PUT", url, _entry, headers=headers)
+
+
+def _library_path(path: str = "") -> str:
+    """The URL path of the library (``""``) or of one of its files."""
+    return f"{API}/library" + (f"/{quote(path.strip('/'), safe='/')}" if path.strip("/") else "")
+
+
+def _library_files_call(path: str, recursive: bool) -> _Call[list[FileEntry]]:
+    params = {"path": path.strip("/"), "recursive": "true" if recursive else "false"}
+    return _Call("GET", _library_path(), _entries, params=params)
+
+
+def _library_rename_call(path: str, new_path: str) -> _Call[FileEntry]:
+    return _Call("PATCH", _library_path(path), _entry, json={"new_path": new_path})
+
+
+def _library_remove_call(path: str, recursive: bool) -> _Call[None]:
+    params = {"recursive": "true"} if recursive else None
+    return _Call("DELETE", _library_path(path), _nothing, params=params)
+
+
+def _publish_call(session_id: str, path: str, target: str | None) -> _Call[FileEntry]:
+    body = {"from_session": session_id, "path": path}
+    return _Call("POST", _library_path(target or path.rsplit("/", 1)[-1]), _entry, json=body)
+
+
+def _archive_upload_call(session_id: str, path: str, size: int) -> _Call[dict[str, Any]]:
+    headers = {"Content-Length": str(size), "Content-Type": "application/zip"}
+    params = {"path": path.strip("/")}
+    return _Call("POST", _session_path(session_id, "/archive"), _object, params=params, headers=headers)
+
+
+def _archive_name(session_id: str, path: str) -> str:
+    return "-".join((session_id, *[part for part in path.strip("/").split("/")[-1:] if part])) + ".zip"
 
 
 # Files: streamed from and to disk
@@ -525,6 +561,30 @@ class Workbench(_Base):
     def sessions(self) -> list[Session]:
         return [Session(self, info) for info in self._send(_list_call())]
 
+    @property
+    def library(self) -> Library:
+        """The caller's tenant file library (``/library`` in every session's kernel)."""
+        return Library(self)
+
+    def _upload(
+        self, call_for: Callable[[int], _Call[T]], local: str | os.PathLike[str], progress: bool
+    ) -> T:
+        """Stream the local file ``local`` as the body of ``call_for(its size)``."""
+        source = Path(local)
+        size = source.stat().st_size
+        with _progress_bar(size, progress, source.name) as bar:
+            return self._send(call_for(size), content=_read_chunks(source, bar))
+
+    def _download(self, url: str, target: Path, progress: bool, params: dict[str, str] | None = None) -> Path:
+        with self.http.stream("GET", url, params=params) as response:
+            if response.is_error:
+                response.read()
+                _checked(response)
+            with _Sink(target, response, progress) as sink:
+                for chunk in response.iter_bytes(CHUNK_BYTES):
+                    sink.write(chunk)
+        return target
+
 
 class Session(_SessionBase["Workbench"]):
     """One session of a ``Workbench``; as a context manager, it is deleted on exit."""
@@ -594,29 +654,69 @@ class Session(_SessionBase["Workbench"]):
         self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
     ) -> FileEntry:
         """Stream the local file ``local`` to ``remote`` (default: its name) in the workspace."""
-        source = Path(local)
-        size = source.stat().st_size
-        with _progress_bar(size, progress, source.name) as bar:
-            call = _upload_call(self.id, source, remote, size)
-            return self.workbench._send(call, content=_read_chunks(source, bar))
+        url = _file_path(self.id, remote or Path(local).name)
+        return self.workbench._upload(functools.partial(_put_call, url), local, progress)
 
     def download(
         self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
     ) -> Path:
         """Stream the workspace file ``remote`` to disk (``local``: a file or a directory; default: here)."""
-        target = _download_target(remote, local)
-        with self.workbench.http.stream("GET", _file_path(self.id, remote)) as response:
-            if response.is_error:
-                response.read()
-                _checked(response)
-            with _Sink(target, response, progress) as sink:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
-                    sink.write(chunk)
-        return target
+        return self.workbench._download(
+            _file_path(self.id, remote), _download_target(remote, local), progress
+        )
 
     def remove(self, path: str, recursive: bool = False) -> None:
         """Delete a workspace file (a directory needs ``recursive=True``)."""
         self.workbench._send(_remove_call(self.id, path, recursive))
+
+    def archive(
+        self, local: str | os.PathLike[str] | None = None, path: str = "", progress: bool = False
+    ) -> Path:
+        """Save the workspace (or its folder ``path``) as a zip (``local``: a file or a directory)."""
+        target = _download_target(_archive_name(self.id, path), local)
+        url = _session_path(self.id, "/archive")
+        return self.workbench._download(url, target, progress, params={"path": path.strip("/")})
+
+    def upload_archive(
+        self, local: str | os.PathLike[str], path: str = "", progress: bool = False
+    ) -> dict[str, Any]:
+        """Extract a local zip into the workspace (or its folder ``path``), all or nothing."""
+        return self.workbench._upload(functools.partial(_archive_upload_call, self.id, path), local, progress)
+
+    def publish(self, path: str, target: str | None = None) -> FileEntry:
+        """Copy the workspace file ``path`` into the tenant's library (as ``target``; default: its name)."""
+        return self.workbench._send(_publish_call(self.id, path, target))
+
+
+class Library:
+    """The tenant's file library (``wb.library``); every session of the tenant reads it at ``/library``."""
+
+    def __init__(self, workbench: Workbench) -> None:
+        self.workbench = workbench
+
+    def files(self, path: str = "", recursive: bool = False) -> list[FileEntry]:
+        return self.workbench._send(_library_files_call(path, recursive))
+
+    def upload(
+        self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
+    ) -> FileEntry:
+        url = _library_path(remote or Path(local).name)
+        return self.workbench._upload(functools.partial(_put_call, url), local, progress)
+
+    def download(
+        self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
+    ) -> Path:
+        return self.workbench._download(_library_path(remote), _download_target(remote, local), progress)
+
+    def rename(self, path: str, new_path: str) -> FileEntry:
+        return self.workbench._send(_library_rename_call(path, new_path))
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        self.workbench._send(_library_remove_call(path, recursive))
+
+    def publish(self, session_id: str, path: str, target: str | None = None) -> FileEntry:
+        """Copy the file ``path`` of one of the caller's sessions here (as ``target``; default: its name)."""
+        return self.workbench._send(_publish_call(session_id, path, target))
 
 
 # The asyncio client
@@ -655,6 +755,33 @@ class AsyncWorkbench(_Base):
 
     async def sessions(self) -> list[AsyncSession]:
         return [AsyncSession(self, info) for info in await self._send(_list_call())]
+
+    @property
+    def library(self) -> AsyncLibrary:
+        """See ``Workbench.library``."""
+        return AsyncLibrary(self)
+
+    async def _upload(
+        self, call_for: Callable[[int], _Call[T]], local: str | os.PathLike[str], progress: bool
+    ) -> T:
+        """See ``Workbench._upload``; the file is read in a worker thread, chunk by chunk."""
+        source = Path(local)
+        size = (await asyncio.to_thread(source.stat)).st_size
+        with _progress_bar(size, progress, source.name) as bar:
+            return await self._send(call_for(size), content=_in_thread(_read_chunks(source, bar)))
+
+    async def _download(
+        self, url: str, target: Path, progress: bool, params: dict[str, str] | None = None
+    ) -> Path:
+        """See ``Workbench._download``; chunks are written in a worker thread."""
+        async with self.http.stream("GET", url, params=params) as response:
+            if response.is_error:
+                await response.aread()
+                _checked(response)
+            with _Sink(target, response, progress) as sink:
+                async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                    await asyncio.to_thread(sink.write, chunk)
+        return target
 
 
 class AsyncSession(_SessionBase["AsyncWorkbench"]):
@@ -718,25 +845,65 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
         self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
     ) -> FileEntry:
         """See ``Session.upload``; the file is read in a worker thread, chunk by chunk."""
-        source = Path(local)
-        size = (await asyncio.to_thread(source.stat)).st_size
-        with _progress_bar(size, progress, source.name) as bar:
-            call = _upload_call(self.id, source, remote, size)
-            return await self.workbench._send(call, content=_in_thread(_read_chunks(source, bar)))
+        url = _file_path(self.id, remote or Path(local).name)
+        return await self.workbench._upload(functools.partial(_put_call, url), local, progress)
 
     async def download(
         self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
     ) -> Path:
         """See ``Session.download``; chunks are written in a worker thread."""
         target = _download_target(remote, local)
-        async with self.workbench.http.stream("GET", _file_path(self.id, remote)) as response:
-            if response.is_error:
-                await response.aread()
-                _checked(response)
-            with _Sink(target, response, progress) as sink:
-                async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                    await asyncio.to_thread(sink.write, chunk)
-        return target
+        return await self.workbench._download(_file_path(self.id, remote), target, progress)
 
     async def remove(self, path: str, recursive: bool = False) -> None:
         await self.workbench._send(_remove_call(self.id, path, recursive))
+
+    async def archive(
+        self, local: str | os.PathLike[str] | None = None, path: str = "", progress: bool = False
+    ) -> Path:
+        """See ``Session.archive``."""
+        target = _download_target(_archive_name(self.id, path), local)
+        url = _session_path(self.id, "/archive")
+        return await self.workbench._download(url, target, progress, params={"path": path.strip("/")})
+
+    async def upload_archive(
+        self, local: str | os.PathLike[str], path: str = "", progress: bool = False
+    ) -> dict[str, Any]:
+        """See ``Session.upload_archive``."""
+        call_for = functools.partial(_archive_upload_call, self.id, path)
+        return await self.workbench._upload(call_for, local, progress)
+
+    async def publish(self, path: str, target: str | None = None) -> FileEntry:
+        """See ``Session.publish``."""
+        return await self.workbench._send(_publish_call(self.id, path, target))
+
+
+class AsyncLibrary:
+    """The asyncio twin of ``Library`` (``wb.library`` of an ``AsyncWorkbench``)."""
+
+    def __init__(self, workbench: AsyncWorkbench) -> None:
+        self.workbench = workbench
+
+    async def files(self, path: str = "", recursive: bool = False) -> list[FileEntry]:
+        return await self.workbench._send(_library_files_call(path, recursive))
+
+    async def upload(
+        self, local: str | os.PathLike[str], remote: str | None = None, progress: bool = False
+    ) -> FileEntry:
+        url = _library_path(remote or Path(local).name)
+        return await self.workbench._upload(functools.partial(_put_call, url), local, progress)
+
+    async def download(
+        self, remote: str, local: str | os.PathLike[str] | None = None, progress: bool = False
+    ) -> Path:
+        target = _download_target(remote, local)
+        return await self.workbench._download(_library_path(remote), target, progress)
+
+    async def rename(self, path: str, new_path: str) -> FileEntry:
+        return await self.workbench._send(_library_rename_call(path, new_path))
+
+    async def remove(self, path: str, recursive: bool = False) -> None:
+        await self.workbench._send(_library_remove_call(path, recursive))
+
+    async def publish(self, session_id: str, path: str, target: str | None = None) -> FileEntry:
+        return await self.workbench._send(_publish_call(session_id, path, target))

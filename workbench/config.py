@@ -117,6 +117,7 @@ OPTIONS: tuple[Option, ...] = (
         "uploads only).",
     ),
     Option("max_sessions", int, "Most live sessions on this server."),
+    Option("library_quota_mb", int, "Disk one tenant's file library may hold (allocated blocks), in MiB."),
     Option(
         "pool_size",
         int,
@@ -170,6 +171,7 @@ class Settings:
     workspace_fs: str = "loop"
     max_sessions: int = 64
     pool_size: int = 2
+    library_quota_mb: int = 1024
     allowed_origins: tuple[str, ...] = ()
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
@@ -207,6 +209,15 @@ class Settings:
     @property
     def connections_dir(self) -> Path:
         return self.state_dir / "connections"
+
+    @property
+    def library_dir(self) -> Path:
+        return self.state_dir / "library"
+
+    @property
+    def library_slots_dir(self) -> Path:
+        """Per warm kernel, the directory its tenant's library is mounted on once it is claimed."""
+        return self.state_dir / "library-slots"
 
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}

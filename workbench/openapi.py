@@ -491,6 +491,10 @@ Server -> client (`id` = the execute request's id):
 - `{"type": "error", "code", "message"}` without `id` for a bad frame (the socket stays open).
 
 Every client connected to the same session sees every execution's events (shared view).
+
+Browsers, which cannot send `Authorization` on a WebSocket, may offer the subprotocols `workbench.v1` and
+`workbench.bearer.<the token in unpadded base64url>` (the server answers `workbench.v1`) instead of `?token=`.
+Pages of this server connect from any origin it is reached by; other origins need `WORKBENCH_ALLOWED_ORIGINS`.
 """
 
 
@@ -639,6 +643,175 @@ def compat_paths() -> JSON:
     }
 
 
+def library_paths() -> JSON:
+    """The tenant's file library: the v1 routes and the original service's "global" ones."""
+    op = functools.partial(operation, tag="library")
+    entry = json_content(schema("FileEntry"))
+    created = {"201": answer("The stored file.", entry, {"Location": header("The file's URL.")})}
+    plain_entry = schema("GlobalFileEntry")
+    plain = json_content(plain_entry)
+    listing = file_paths()["/api/v1/sessions/{session_id}/files"]["get"]["parameters"]
+    raw = {"required": False, "content": {"application/octet-stream": {"schema": BINARY}}}
+    path = {**ref("parameters", "FilePath"), "description": "A path relative to the library."}
+    filename = ref("parameters", "LibraryFilename")
+    deleted = obj({"name": {"type": "string"}, "deleted": {"const": True}}, required=("name", "deleted"))
+    return {
+        "/api/v1/library": {
+            "get": op(
+                "listLibrary",
+                "List the library",
+                {"200": answer("Entries by path.", json_content(schema("FilePage")))},
+                errors=(400, 404, 413),
+                parameters=listing,
+            ),
+            "post": op(
+                "uploadLibraryFiles",
+                "Upload files to the library (multipart)",
+                {"201": answer("The stored files.", json_content(schema("FileList")))},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        },
+        "/api/v1/library/{path}": {
+            "parameters": [path],
+            "get": download_operation("downloadLibraryFile", "library"),
+            "head": download_operation("libraryFileHeaders", "library", head=True),
+            "put": op(
+                "putLibraryFile", "Upload one file (raw bytes)", created, errors=UPLOAD_ERRORS, body=raw
+            ),
+            "post": op(
+                "publishToLibrary",
+                "Copy a file of one of the caller's sessions into the library",
+                created,
+                errors=(*UPLOAD_ERRORS, 422),
+                body=json_request(schema("Publish")),
+            ),
+            "patch": op(
+                "renameLibraryFile",
+                "Rename or move",
+                {"200": answer("The moved entry.", entry)},
+                errors=(400, 404, 409, 413, 422),
+                body=json_request(schema("Rename")),
+            ),
+            "delete": op(
+                "deleteLibraryFile",
+                "Delete (a folder needs recursive=true)",
+                {"204": answer("Deleted.")},
+                errors=(400, 404, 409),
+                parameters=[ref("parameters", "Recursive")],
+            ),
+        },
+        "/api/v1/files/global/list": {
+            "get": op(
+                "globalList",
+                "The files at the top of the library",
+                {
+                    "200": answer(
+                        "Files.", json_content({"type": "array", "items": schema("GlobalFileEntry")})
+                    )
+                },
+                errors=(404, 413),
+            ),
+        },
+        "/api/v1/files/global/upload": {
+            "post": op(
+                "globalUpload",
+                "Upload one file (multipart `file`) to the top of the library",
+                {"200": answer("The stored file.", plain)},
+                errors=UPLOAD_ERRORS,
+                body=multipart_request(),
+            ),
+        },
+        "/api/v1/files/global/download/{filename}": {
+            "parameters": [filename],
+            "get": download_operation("globalDownload", "library"),
+        },
+        "/api/v1/files/global/rename/{filename}": {
+            "parameters": [filename],
+            "patch": op(
+                "globalRename",
+                "Rename a file (409 if the new name is taken)",
+                {"200": answer("The renamed file.", plain)},
+                errors=(400, 404, 409, 413, 422),
+                body=json_request(schema("GlobalRename")),
+            ),
+        },
+        "/api/v1/files/global/delete/{filename}": {
+            "parameters": [filename],
+            "delete": op(
+                "globalDelete",
+                "Delete a file",
+                {"200": answer("Deleted.", json_content(deleted))},
+                errors=(400, 404, 409),
+            ),
+        },
+    }
+
+
+def archive_paths() -> JSON:
+    """Whole-workspace zip archives."""
+    folder = parameter("path", "query", "A folder of the workspace; default: all of it.", {"type": "string"})
+    placed = obj(
+        {
+            "files": {"type": "array", "items": schema("FileEntry")},
+            "count": {"type": "integer", "minimum": 0, "description": "Files extracted."},
+            "bytes": {"type": "integer", "minimum": 0},
+        },
+        required=("files", "count", "bytes"),
+    )
+    zipped = {"application/zip": {"schema": BINARY}}
+    download = operation(
+        "downloadArchive",
+        "The workspace (or a folder) as a zip, streamed; links and special files left out",
+        {"200": answer("The zip.", zipped, {"Content-Disposition": header("`attachment`.")})},
+        tag="files",
+        errors=(400, 404, 409),
+        parameters=[folder],
+    )
+    upload = operation(
+        "uploadArchive",
+        "Extract a zip into the workspace (or a folder), all or nothing",
+        {"201": answer("The top-level entries placed.", json_content(placed))},
+        tag="files",
+        errors=(400, 404, 409, 413),
+        parameters=[folder],
+        body={
+            "description": "A zip archive (any `Content-Type`).",
+            "required": True,
+            "content": {"application/octet-stream": {"schema": BINARY}},
+        },
+    )
+    return {"/api/v1/sessions/{session_id}/archive": session_item(get=download, post=upload)}
+
+
+def library_components() -> tuple[JSON, JSON]:
+    """The schemas and parameters of :func:`library_paths`."""
+    string = {"type": "string", "minLength": 1}
+    schemas = {
+        "GlobalFileEntry": obj(
+            {"name": {"type": "string"}, "size": {"type": "integer"}, "modified": TIMESTAMP},
+            required=("name", "size", "modified"),
+        ),
+        "GlobalRename": obj({"new_filename": string}, required=("new_filename",)),
+        "Publish": obj(
+            {
+                "from_session": {"type": "string", "pattern": SESSION_ID_PATTERN},
+                "path": {**string, "description": "The file in that session's workspace."},
+            },
+            required=("from_session", "path"),
+        ),
+    }
+    filename = parameter(
+        "filename",
+        "path",
+        "A file name at the top of the library (no `/`).",
+        string,
+        required=True,
+        example="预算模板.xlsx",
+    )
+    return schemas, {"LibraryFilename": filename}
+
+
 def connection_paths() -> JSON:
     connection = operation(
         "getConnection",
@@ -653,6 +826,34 @@ def connection_paths() -> JSON:
         description="For `workbench attach` or `jupyter console --existing` on the server host.",
     )
     return {"/api/v1/sessions/{session_id}/connection": session_item(get=connection)}
+
+
+def page_paths() -> JSON:
+    op = functools.partial(operation, tag="page", public=True)
+    text = {"schema": {"type": "string"}}
+    name = parameter(
+        "name",
+        "path",
+        "A file of the page (a JavaScript module or a stylesheet).",
+        {"type": "string", "minLength": 1},
+        required=True,
+        example="main.js",
+    )
+    asset = {
+        "200": answer(
+            "The file.",
+            {"text/javascript": text, "text/css": text, "text/html": text},
+            {"ETag": header("Its version.")},
+        ),
+        "304": answer("Not modified (`If-None-Match` matched)."),
+    }
+    return {
+        "/": {"get": op("page", "The built-in web page", {"200": answer("The page.", {"text/html": text})})},
+        "/static/{name}": {
+            "parameters": [name],
+            "get": op("pageFile", "A file of the built-in web page", asset, errors=(404,)),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------- document
@@ -670,6 +871,9 @@ def document() -> JSON:
         file_paths,
         compat_paths,
         connection_paths,
+        library_paths,
+        archive_paths,
+        page_paths,
     ):
         paths.update(part())
     return {
@@ -689,8 +893,9 @@ def document() -> JSON:
                 **execution_schemas(),
                 **file_schemas(),
                 **server_schemas(),
+                **library_components()[0],
             },
-            "parameters": parameters(),
+            "parameters": {**parameters(), **library_components()[1]},
             "responses": error_responses(),
             "securitySchemes": security_schemes(),
         },

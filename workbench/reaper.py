@@ -77,4 +77,7 @@ class Reaper:
         ) in self._warned:
             return
         self._warned.add((row.id, action, due))
-        self.manager.notify(row.id, {"type": "expiring", "at": isoformat(due), "action": action})
+        archive = f"/api/v1/sessions/{row.id}/archive"  # where a client can save the files first
+        self.manager.notify(
+            row.id, {"type": "expiring", "at": isoformat(due), "action": action, "archive": archive}
+        )

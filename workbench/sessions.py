@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import shutil
@@ -22,11 +23,13 @@ from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, Work
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
+from workbench.kernels.library_mount import attach_library, detach_library, prepare_slots
 from workbench.kernels.runtime import Listener, SessionKernel
+from workbench.library import Library, library_key
 from workbench.pool import Slot, WarmPool
 from workbench.reattach import Reattach
 from workbench.volumes import Volumes
-from workbench.workspace import Workspace, wipe
+from workbench.workspace import FileEntry, Workspace, wipe
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class SessionManager:
         """The server's links to the kernel's sockets (see ``kernels.sockets``): out of the kernel's reach."""
         return self.settings.state_dir / "links" / self.runtime_path(session_id).name
 
+    def library_path(self, tenant: str) -> Path:
+        return self.settings.library_dir / library_key(tenant)
+
     def prepare_state_dir(self) -> None:
         for path, mode in (
             (self.settings.state_dir, 0o711),
@@ -91,9 +97,18 @@ class SessionManager:
             (self.settings.runtime_dir, 0o711),
             (self.settings.connections_dir, 0o700),
             (self.settings.state_dir / "links", 0o700),
+            (self.settings.library_dir, 0o711),
         ):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
+        if self.pool.size > 0:
+            try:
+                prepare_slots(self.settings.library_slots_dir)
+            except OSError as exc:
+                log.warning(
+                    "warm pool disabled: warm kernels need /library slot mounts (%s); run as root", exc
+                )
+                self.pool.size = 0
 
     def _make_private_dir(self, path: Path, mode: int) -> None:
         path.mkdir(mode=mode, exist_ok=True)
@@ -155,6 +170,27 @@ class SessionManager:
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
                          allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
+
+    async def library(self, principal: Principal) -> Library:
+        """The caller's tenant library (made on first use), for file operations."""
+        return await self._library(principal.name)
+
+    async def _library(self, tenant: str) -> Library:
+        settings = self.settings
+        library = Library(self.library_path(tenant), quota_bytes=settings.library_quota_mb * 2**20,
+                          max_upload_bytes=settings.max_upload_mb * 2**20,
+                          allowed_extensions=settings.upload_extensions)  # fmt: skip
+        await self._blocking(None, library.ensure)
+        return library
+
+    async def publish(self, principal: Principal, session_id: str, path: str, target: str) -> FileEntry:
+        """Copy the file ``path`` of one of the caller's sessions to ``target`` in the caller's library."""
+        await self.check_access(session_id, principal)
+        workspace = await self.workspace(session_id)
+        library = await self.library(principal)
+        await self.touch(session_id, "file-publish", path)
+        entry: FileEntry = await self._blocking(None, library.publish, workspace, path, target)
+        return entry
 
     async def touch(self, session_id: str, kind: str, detail: str | None = None) -> None:
         """Record activity on a session (file operations, connections)."""
@@ -221,14 +257,17 @@ class SessionManager:
         """Hand a warm kernel to a new session, with the limits it asked for (a restart is cold)."""
         limits = self._container_limits(row)
         request = slot.kernel.request
+        library = await self._library(row.tenant)
         try:
             if limits != request.limits:
                 await self.launcher.update_limits(slot.kernel.kernel_id or "", limits)
+            assert request.library is not None
+            await self._blocking(None, attach_library, request.library, library.root)
         except Exception:
-            log.exception("session %s: could not apply its limits to a warm kernel; starting cold", row.id)
+            log.exception("session %s: could not fit a warm kernel to its session; starting cold", row.id)
             await self._discard_slot(slot)
             return False
-        slot.kernel.request = dataclasses.replace(request, limits=limits, pooled=False)
+        slot.kernel.request = dataclasses.replace(request, limits=limits, library=library.root, pooled=False)
         self._register(row, slot.kernel)
         return True
 
@@ -236,6 +275,7 @@ class SessionManager:
         kernel = self._kernel_for(row)
         self._cold_starts += 1
         try:
+            await self._library(row.tenant)
             await self._provision(kernel.request)
             await kernel.start()
         except BaseException as exc:
@@ -259,8 +299,11 @@ class SessionManager:
 
     async def _make_slot(self) -> Slot:
         session_id = new_session_id()
-        slot = Slot(session_id, self._new_kernel(session_id, self._container_limits(None), pooled=True))
+        library_slot = self.settings.library_slots_dir / session_id
+        kernel = self._new_kernel(session_id, self._container_limits(None), library=library_slot, pooled=True)
+        slot = Slot(session_id, kernel)
         try:
+            await self._blocking(None, functools.partial(library_slot.mkdir, mode=0o755))
             await self._provision(slot.kernel.request)
             await slot.kernel.start()
         except BaseException:
@@ -302,7 +345,9 @@ class SessionManager:
     def _kernel_for(self, row: SessionRow) -> SessionKernel:
         kernel = self.kernels.get(row.id)
         if kernel is None:
-            kernel = self._new_kernel(row.id, self._container_limits(row))
+            kernel = self._new_kernel(
+                row.id, self._container_limits(row), library=self.library_path(row.tenant)
+            )
             if row.status == "stopped":
                 kernel.down_reason = row.status_reason or "stopped"
             self._register(row, kernel)
@@ -319,12 +364,15 @@ class SessionManager:
             shm_mb=settings.shm_mb,
         )
 
-    def _new_kernel(self, session_id: str, limits: ContainerLimits, *, pooled: bool = False) -> SessionKernel:
+    def _new_kernel(
+        self, session_id: str, limits: ContainerLimits, *, library: Path, pooled: bool = False
+    ) -> SessionKernel:
         request = LaunchRequest(
             session_id=session_id,
             workspace=self.workspace_path(session_id),
             runtime_dir=self.runtime_path(session_id),
             limits=limits,
+            library=library,
             pooled=pooled,
         )
         return SessionKernel(
@@ -374,9 +422,11 @@ class SessionManager:
         kernel = self.kernels.get(session_id)
         if kernel is not None and kernel.state not in ("stopped", "dead"):
             return kernel  # the hot path: no database round trip
-        kernel = await self.session_kernel(session_id)
+        row = await self.get_live_row(session_id)
+        kernel = self._kernel_for(row)
         if kernel.state in ("stopped", "dead"):
             await self._blocking(None, self._volume_call, self.volumes.ensure, session_id)
+            await self._library(row.tenant)
             await kernel.ensure_running()
             await self._mark_ready(session_id, kernel)
         return kernel
@@ -487,6 +537,10 @@ class SessionManager:
 
     def _remove_files(self, session_id: str) -> None:
         self._volume_call(self.volumes.release, session_id)
+        library_slot = self.settings.library_slots_dir / session_id
+        if library_slot.exists():  # a session that started as a warm kernel
+            detach_library(library_slot)
+            library_slot.rmdir()
         workspace = self.workspace_path(session_id)
         if workspace.exists():
             wipe(workspace)

@@ -713,6 +713,7 @@ class Upload:
         quota_bytes: int,
         base_usage: int,
         cleanup: Callable[[], None] | None = None,
+        label: str = "workspace",
     ) -> None:
         self._dir_fd = dir_fd
         self._cleanup = cleanup
@@ -724,6 +725,7 @@ class Upload:
         self._max_bytes = max_bytes
         self._quota_bytes = quota_bytes
         self._base_usage = base_usage
+        self._label = label
         self.written = 0
         self._state: Literal["open", "committed", "aborted"] = "open"
 
@@ -747,7 +749,7 @@ class Upload:
             raise TooLarge(f"the file is larger than the upload limit ({_size(self._max_bytes)})")
         if self._base_usage + total > self._quota_bytes:
             self.abort()
-            raise TooLarge(f"the workspace quota ({_size(self._quota_bytes)}) would be exceeded")
+            raise TooLarge(f"the {self._label} quota ({_size(self._quota_bytes)}) would be exceeded")
         try:
             _write_all(self._fd, chunk)
         except OSError as exc:
@@ -862,7 +864,13 @@ _Created = list[int]  # indexes of the path components an operation created
 
 
 class Workspace:
-    """One session's workspace directory on the host.  Every call resolves paths afresh from the root."""
+    """One session's workspace directory on the host.  Every call resolves paths afresh from the root.
+
+    The same safe layer serves any other tree of user files (a tenant's library): ``label`` names the
+    tree in error messages.
+    """
+
+    label = "workspace"
 
     def __init__(
         self,
@@ -949,13 +957,17 @@ class Workspace:
 
     # -- writing
 
-    def begin_upload(self, path: str) -> Upload:
-        """Start an upload to ``path``: check the name, create the parent folders and a temporary file."""
+    def begin_upload(self, path: str, *, check_type: bool = True) -> Upload:
+        """Start an upload to ``path``: check the name, create the parent folders and a temporary file.
+
+        Without ``check_type`` any extension is taken (the content check of a known one still applies).
+        """
         parts = normalize_path(path)
-        self._check_extension(parts[-1])
+        if check_type:
+            self._check_extension(parts[-1])
         base_usage = self.usage_bytes()
         if base_usage >= self.quota_bytes:
-            raise TooLarge(f"the workspace is over its quota ({_size(self.quota_bytes)})")
+            raise TooLarge(f"the {self.label} is over its quota ({_size(self.quota_bytes)})")
         created: _Created = []
         dir_fd = self._open_folder(parts[:-1], create=True, created=created)
         try:
@@ -975,6 +987,7 @@ class Workspace:
             max_bytes=self.max_upload_bytes,
             quota_bytes=self.quota_bytes,
             base_usage=base_usage,
+            label=self.label,
             cleanup=(lambda: self._prune(parts[:-1], created)) if created else None,
         )
 
@@ -1153,9 +1166,9 @@ class Workspace:
         try:
             return os.open(self.root, _DIR_FLAGS)
         except FileNotFoundError as exc:
-            raise NotFound("the session's workspace does not exist") from exc
+            raise NotFound(f"the {self.label} does not exist") from exc
         except OSError as exc:
-            raise WorkbenchError("the session's workspace can't be opened") from exc
+            raise WorkbenchError(f"the {self.label} can't be opened") from exc
 
     def _enter(self, fd: int, name: str, shown: str, *, create: bool) -> tuple[int, bool]:
         created = False

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -169,14 +169,34 @@ class FilesAPIHandler(APIHandler):
 
     async def start_put(self, session_id: str, path: str) -> FileSink:
         workspace = await self.open_workspace(session_id, "file-upload", path)
-        self.allow_body(workspace.max_upload_bytes)
-        return FileSink(await blocking(workspace.begin_upload, path))
+        return await self.begin_put(workspace, path)
+
+    async def begin_put(self, root: Workspace, path: str) -> FileSink:
+        """Take the body as the file ``path`` of ``root`` (a workspace or a library)."""
+        self.allow_body(root.max_upload_bytes)
+        return FileSink(await blocking(root.begin_upload, path))
 
     async def start_multipart(self, session_id: str, *, max_files: int) -> MultipartUpload:
         workspace = await self.open_workspace(session_id, "file-upload", None)
-        upload = MultipartUpload(workspace, self.request.headers, max_files=max_files)
+        return self.begin_multipart(workspace, max_files=max_files)
+
+    def begin_multipart(self, root: Workspace, *, max_files: int) -> MultipartUpload:
+        """Take the body as a multipart form of files for ``root`` (a workspace or a library)."""
+        upload = MultipartUpload(root, self.request.headers, max_files=max_files)
         self.allow_body(upload.max_bytes)
         return upload
+
+    async def write_listing(self, open_root: Callable[[str], Awaitable[Workspace]]) -> None:
+        """Answer a page of the listing the query asks for (``path``, ``recursive``, ``limit``, ``offset``)
+        of the tree ``open_root(path)`` gives."""
+        path = self.query_path()
+        recursive = self.flag("recursive")
+        limit, offset = self.count("limit", MAX_LIST_LIMIT), self.count("offset", 0)
+        root = await open_root(path)
+        list_page = functools.partial(root.list, path, recursive=recursive, limit=limit, offset=offset)
+        entries, total = await blocking(list_page)
+        files = [entry.to_json() for entry in entries]
+        self.write_json({"files": files, "total": total, "offset": offset, "limit": limit})
 
     def allow_body(self, limit: int) -> None:
         """Take a body of up to ``limit`` bytes, whatever the server's default: 413 at once for a longer
@@ -297,14 +317,7 @@ class FilesHandler(MultipartHandler):
 
     async def get(self, session_id: str) -> None:
         self.check_refusal()
-        path = self.query_path()
-        recursive = self.flag("recursive")
-        limit, offset = self.count("limit", MAX_LIST_LIMIT), self.count("offset", 0)
-        workspace = await self.open_workspace(session_id, "file-list", path)
-        list_page = functools.partial(workspace.list, path, recursive=recursive, limit=limit, offset=offset)
-        entries, total = await blocking(list_page)
-        files = [entry.to_json() for entry in entries]
-        self.write_json({"files": files, "total": total, "offset": offset, "limit": limit})
+        await self.write_listing(lambda path: self.open_workspace(session_id, "file-list", path))
 
     async def post(self, session_id: str) -> None:
         self.check_refusal()

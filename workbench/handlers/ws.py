@@ -12,6 +12,7 @@ from tornado import websocket
 
 from workbench import jsonvalues, metrics
 from workbench.auth import Authenticator, Principal, token_from_header
+from workbench.browser_auth import SUBPROTOCOL, same_origin, token_from_subprotocols
 from workbench.errors import WorkbenchError
 from workbench.handlers.base import request_summary
 from workbench.kernels.execution import failed_done_event
@@ -36,8 +37,11 @@ class SessionSocket(websocket.WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         authenticator: Authenticator = self.settings["authenticator"]
-        token = token_from_header(self.request.headers.get("Authorization")) or self.get_query_argument(
-            "token", None
+        headers = self.request.headers
+        token = (
+            token_from_header(headers.get("Authorization"))
+            or token_from_subprotocols(headers.get("Sec-WebSocket-Protocol"))
+            or self.get_query_argument("token", None)
         )
         principal = await authenticator.authenticate(token)
         if principal is None:
@@ -153,11 +157,15 @@ class SessionSocket(websocket.WebSocketHandler):
             self.executions.put_nowait(None)
 
     def check_origin(self, origin: str) -> bool:
-        """Browsers send ``Origin``: allow the server's own host, or the configured allow-list."""
-        allowed = self.manager.settings.allowed_origins
-        if allowed:
-            return origin_allowed(origin, allowed)
-        return super().check_origin(origin)
+        """Browsers send ``Origin``: allow pages of this server, and the configured allow-list."""
+        headers = self.request.headers
+        if same_origin(origin, headers.get("Host", ""), headers.get("Sec-Fetch-Site")):
+            return True
+        return origin_allowed(origin, self.manager.settings.allowed_origins)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        """A browser that sent its token as a subprotocol gets ``workbench.v1`` back (never the token)."""
+        return SUBPROTOCOL if SUBPROTOCOL in subprotocols else None
 
 
 def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:

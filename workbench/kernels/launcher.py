@@ -24,6 +24,7 @@ from docker.types import Mount
 
 from workbench.errors import EngineUnavailable, KernelFailed
 from workbench.kernels.connection import CONTAINER_RUNTIME_DIR, KERNEL_CONNECTION_FILE
+from workbench.kernels.library_mount import library_mount, slot_mount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +65,9 @@ class LaunchRequest:
     runtime_dir: Path
     limits: ContainerLimits
     pooled: bool = False
+    library: Path | None = None
+    """The tenant's library directory, mounted read-only at ``/library`` (none: no ``/library``); for a
+    pooled kernel, its slot directory, on which the library is mounted when the kernel is claimed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +260,9 @@ class DockerLauncher(KernelLauncher):
             },
             "environment": {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"},  # noqa: S108
         }
+        if request.library is not None:
+            mount = slot_mount if request.pooled else library_mount
+            options["mounts"].append(mount(request.library))
         if self.runtime:
             options["runtime"] = self.runtime
         return options
