@@ -1,7 +1,9 @@
 """WebSocket round trip and throughput against a raw jupyter_client on the same kernel, in one run.
 
 Starts its own server, creates one session, then alternates blocks of executes of ``1`` through the
-Workbench WebSocket and straight over ZeroMQ with jupyter_client (using the kernel's connection file):
+Workbench WebSocket, through the Jupyter gateway's channels socket (``/api/kernels/{id}/channels``: an
+``execute_request`` in, until its ``execute_reply`` and its ``idle`` status are back, as a notebook waits)
+and straight over ZeroMQ with jupyter_client (using the kernel's connection file):
 
     .venv/bin/python bench/ws_rtt.py [-n 300]
 """
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -69,6 +73,40 @@ class Socket:
                 return printed
 
 
+class Gateway:
+    """A Jupyter client on the gateway channels socket (legacy framing: JSON text frames)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def execute(self, code: str) -> int:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "bench", "session": "bench",
+                  "date": "", "version": "5.3"}  # fmt: skip
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}  # fmt: skip
+        message = {
+            "header": header,
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "channel": "shell",
+        }
+        await self.connection.send(json.dumps(message))
+        printed = 0
+        replied = idle = False
+        while not (replied and idle):
+            answer = json.loads(await self.connection.recv())
+            if answer["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = answer["msg_type"]
+            if kind == "stream":
+                printed += len(answer["content"]["text"])
+            replied = replied or kind == "execute_reply"
+            idle = idle or (kind == "status" and answer["content"]["execution_state"] == "idle")
+        return printed
+
+
 async def timings(run: Callable[[str], Awaitable[int]], n: int) -> list[float]:
     samples = []
     for _ in range(n):
@@ -90,34 +128,53 @@ async def throughput(run: Callable[[str], Awaitable[int]]) -> float:
     return printed / 2**20 / (time.perf_counter() - started)
 
 
+Run = Callable[[str], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    kind: str, server: ServerProcess, session_id: str, info: dict[str, Any]
+) -> AsyncIterator[Run]:
+    """One client, connected for one block only (so no client has to wade through the others' traffic)."""
+    if kind == RAW:
+        raw = Raw(info)
+        try:
+            yield raw.execute
+        finally:
+            raw.client.stop_channels()
+        return
+    path = f"/api/v1/sessions/{session_id}/ws" if kind == WEBSOCKET else f"/api/kernels/{session_id}/channels"
+    url = server.url.replace("http", "ws") + path
+    headers = {"Authorization": f"Bearer {server.token}"}
+    async with websockets.connect(url, additional_headers=headers, max_size=2**26) as connection:
+        yield Socket(connection).execute if kind == WEBSOCKET else Gateway(connection).execute
+
+
+RAW, WEBSOCKET, GATEWAY = "raw jupyter_client ", "Workbench WebSocket", "gateway channels   "
+
+
 async def measure(server: ServerProcess, n: int) -> None:
     with server.client() as client:
         session_id = client.post("/api/v1/sessions").json()["id"]
         info = client.get(f"/api/v1/sessions/{session_id}/connection").json()
-    raw = Raw(info)
-    url = server.url.replace("http", "ws") + f"/api/v1/sessions/{session_id}/ws"
-    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {server.token}"},
-                                  max_size=2**26) as connection:  # fmt: skip
-        socket = Socket(connection)
-        await timings(raw.execute, 20)
-        await timings(socket.execute, 20)
-        raw_samples: list[float] = []
-        ws_samples: list[float] = []
-        for _ in range(3):  # alternate blocks so drift affects both alike
-            raw_samples += await timings(raw.execute, n // 3)
-            ws_samples += await timings(socket.execute, n // 3)
-        raw_p50, raw_p99 = summary(raw_samples)
-        ws_p50, ws_p99 = summary(ws_samples)
-        print(f"round trip of `1`, n={len(raw_samples)} each")
-        print(f"  raw jupyter_client  p50 {raw_p50:6.2f} ms  p99 {raw_p99:6.2f} ms")
-        print(f"  Workbench WebSocket p50 {ws_p50:6.2f} ms  p99 {ws_p99:6.2f} ms")
-        print(f"  ratio (WebSocket / raw) p50 {ws_p50 / raw_p50:.2f}x  p99 {ws_p99 / raw_p99:.2f}x")
-        raw_rate = await throughput(raw.execute)
-        ws_rate = await throughput(socket.execute)
-        print("stdout throughput, 10 MB print")
-        print(f"  raw jupyter_client  {raw_rate:7.1f} MB/s")
-        print(f"  Workbench WebSocket {ws_rate:7.1f} MB/s  ({ws_rate / raw_rate:.2f}x of raw)")
-    raw.client.stop_channels()
+    samples: dict[str, list[float]] = {RAW: [], WEBSOCKET: [], GATEWAY: []}
+    for _ in range(3):  # alternate blocks so drift affects all alike
+        for kind in samples:
+            async with connect(kind, server, session_id, info) as run:
+                await timings(run, 10)
+                samples[kind] += await timings(run, n // 3)
+    raw_p50 = summary(samples[RAW])[0]
+    print(f"round trip of `1`, n={len(samples[RAW])} each")
+    for kind, values in samples.items():
+        p50, p99 = summary(values)
+        print(f"  {kind} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({p50 / raw_p50:.2f}x of raw p50)")
+    print("stdout throughput, 10 MB print")
+    rates = {}
+    for kind in samples:
+        async with connect(kind, server, session_id, info) as run:
+            rates[kind] = await throughput(run)
+    for kind, rate in rates.items():
+        print(f"  {kind} {rate:7.1f} MB/s  ({rate / rates[RAW]:.2f}x of raw)")
 
 
 def main() -> None:

@@ -2,11 +2,14 @@
 
 An agent does better with a short, predictable summary than with raw Jupyter messages: the status, the
 printed output (head and tail when long), the value of the last expression, a note for each image, the
-last lines of a traceback, and which workspace files the code created or changed.
+last lines of a traceback, and which workspace files the code created or changed.  Those come from the
+run's change-set (``Execution.files``, computed by the server): the tool also downloads each new or changed
+file for the agent's user, so the files a chart or a report was saved to reach the person who asked.
 
-    python examples/agent_tool.py [--url URL] [--token TOKEN]
+    python examples/agent_tool.py [--url URL] [--token TOKEN] [--out DIR]
 
-runs a few calls as an agent would make them, and prints what the model would read.  To plug the tool into
+runs a few calls as an agent would make them, prints what the model would read, and leaves the generated
+files in DIR (default: ./agent-files).  To plug the tool into
 a model's API, pass ``TOOL_SCHEMA`` in the shape that API expects (OpenAI: ``{"type": "function",
 "function": {"name", "description", "parameters": ...}}``; Anthropic: ``{"name", "description",
 "input_schema": ...}``) and answer each tool call with ``tool(**arguments)``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 from workbench.client import Execution, Session, Workbench
@@ -79,20 +83,26 @@ def summarize(result: Execution, changed: list[str], limit: int = 2000) -> str:
 
 
 class PythonTool:
-    """The ``run_python`` tool on one session: ``tool(code=..., timeout=...)`` answers the summary."""
+    """The ``run_python`` tool on one session: ``tool(code=..., timeout=...)`` answers the summary.
 
-    def __init__(self, session: Session, limit: int = 2000) -> None:
+    Files the code created or changed are downloaded into ``deliver`` (when given) for the user;
+    ``delivered`` lists them.
+    """
+
+    def __init__(self, session: Session, limit: int = 2000, deliver: Path | None = None) -> None:
         self.session = session
         self.limit = limit
-
-    def _snapshot(self) -> dict[str, tuple[int, str]]:
-        return {entry.path: (entry.size, entry.modified) for entry in self.session.files(recursive=True)}
+        self.deliver = deliver
+        self.delivered: list[Path] = []
 
     def __call__(self, code: str, timeout: float = 60) -> str:
-        before = self._snapshot()
         result = self.session.run(code, timeout=timeout)
-        after = self._snapshot()
-        changed = sorted(path for path, stamp in after.items() if before.get(path) != stamp)
+        changed = result.created_files  # from the run's change-set: no listing before and after
+        if self.deliver is not None:
+            for path in changed:
+                target = self.deliver / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.delivered.append(self.session.download(path, target))
         return summarize(result, changed, self.limit)
 
 
@@ -110,11 +120,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run a few agent-style tool calls and print the answers.")
     parser.add_argument("--url", help="server URL [WORKBENCH_URL]")
     parser.add_argument("--token", help="bearer token [WORKBENCH_TOKEN]")
+    parser.add_argument("--out", type=Path, default=Path("agent-files"), help="where generated files go")
     args = parser.parse_args()
     with Workbench(args.url, args.token) as workbench, workbench.create_session() as session:
-        tool = PythonTool(session)
+        tool = PythonTool(session, deliver=args.out)
         for code in AGENT_CALLS:
             print(f">>> run_python(code={code!r})\n{tool(code=code)}\n")
+    print("files for the user:", ", ".join(str(path) for path in tool.delivered))
 
 
 if __name__ == "__main__":

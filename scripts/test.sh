@@ -36,8 +36,8 @@ ensure_chromium() {
     fi
 }
 
-start_postgres
 ensure_chromium
+start_postgres
 say "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

@@ -50,8 +50,8 @@ def test_the_walkthrough_makes_and_downloads_every_file(server: Server, tmp_path
     assert (downloads / "销售预测模型.joblib").stat().st_size > 1000
 
 
-def test_the_agent_tool_answers_compact_summaries(server: Server) -> None:
-    done = run_example(server, "agent_tool.py")
+def test_the_agent_tool_answers_compact_summaries(server: Server, tmp_path: Path) -> None:
+    done = run_example(server, "agent_tool.py", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     answers = done.stdout.split(">>> run_python")[1:]
     assert len(answers) == 4
@@ -63,3 +63,6 @@ def test_the_agent_tool_answers_compact_summaries(server: Server) -> None:
     assert "error: KeyError: 5" in answers[3]
     assert "\x1b[" not in answers[3]
     assert "月度销售额.csv" in answers[3]
+    # the change-set told the tool which files to hand to the user
+    assert (tmp_path / "月度销售额.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "月度销售额.csv").read_text(encoding="utf-8").startswith("月份,销售额")

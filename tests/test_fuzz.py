@@ -45,16 +45,22 @@ CONFIG: dict[str, Any] = {
     "request-timeout": 30,
     "generation": {"max-examples": 25, "allow-extra-parameters": False, "database": "none"},
     "checks": {"positive_data_acceptance": {"enabled": False}, "unsupported_method": {"enabled": False}},
-    "operations": [{"include-operation-id": "createSession", "generation": {"mode": "negative"}}],
+    "operations": [
+        {"include-operation-id": operation, "generation": {"mode": "negative"}}
+        for operation in ("createSession", "gatewayStartKernel", "gatewayStartKernelViaPath")
+    ],
 }
 SCHEMA = schemathesis.openapi.from_dict(document(), config=SchemathesisConfig.from_dict(CONFIG)).exclude(
-    path_regex=r"^/metrics$|/ws$"
+    path_regex=r"^/metrics$|/ws$|/channels$"
 )
-KERNEL_OR_USER_CONTENT = {"execute", "downloadFile", "fileHeaders", "compatDownloadFile"}
+KERNEL_OR_USER_CONTENT = {"execute", "downloadFile", "fileHeaders", "compatDownloadFile"} | {
+    "listExecutions", "getExecution", "exportNotebook", "runNotebook", "replayExecutions", "listVariables",
+}  # fmt: skip
 """Operations whose successful answers carry what the kernel printed, or a user's file, verbatim."""
 HOST_VIEW = {"getConnection"}
 """Admin only: the kernel's connection as seen from the server host, socket paths included by design."""
 LIVE = SCHEMA.exclude(operation_id="deleteSession")  # the live session is deleted by its fixture only
+STARTS = {"createSession", "gatewayStartKernel", "gatewayStartKernelViaPath"}
 UNKNOWN = SCHEMA.exclude(path_regex=r"^(?!.*\{session_id\})")  # (`include` ignores filters with `operations`)
 CREATE = jsonschema_rs.validator_for(document()["components"]["schemas"]["SessionCreate"])
 
@@ -111,7 +117,7 @@ def assert_clean(case: FuzzCase, response: Response, server: Server) -> None:
 
 
 def delete_if_created(case: FuzzCase, response: Response, server: Server) -> None:
-    if operation_id(case) == "createSession" and response.status_code == 201:
+    if operation_id(case) in STARTS and response.status_code == 201:
         with server.client() as client:
             client.delete(f"/api/v1/sessions/{json.loads(response.content)['id']}")
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.docker
 
 
 def test_create_answers_a_ready_session(api: httpx.Client, session: dict[str, Any]) -> None:
-    assert session["id"].startswith("session-")
+    assert session["id"].startswith("session_")
     assert session["status"] == "ready"
     assert session["kernel"]["state"] == "idle"
     assert session["created_at"].endswith("Z")

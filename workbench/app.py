@@ -13,18 +13,34 @@ from workbench.handlers import (
     compat,
     connection,
     files,
+    gateway,
     health,
     library,
     metrics,
     openapi,
     page,
+    runs,
     sessions,
     ws,
 )
 from workbench.inflight import InFlight
 from workbench.sessions import SessionManager
 
-HANDLER_MODULES = (health, metrics, sessions, ws, connection, files, compat, openapi, library, archive, page)
+HANDLER_MODULES = (
+    health,
+    metrics,
+    sessions,
+    ws,
+    connection,
+    files,
+    compat,
+    openapi,
+    library,
+    archive,
+    runs,
+    gateway,
+    page,
+)
 
 
 def make_app(manager: SessionManager, authenticator: Authenticator, **extra: Any) -> web.Application:

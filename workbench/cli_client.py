@@ -300,6 +300,41 @@ def _print_entry(entry: FileEntry, args: argparse.Namespace) -> None:
         print(entry.path)
 
 
+# notebook, vars
+
+
+def cmd_notebook(wb: Workbench, args: argparse.Namespace) -> int:
+    text = wb.session(args.session).notebook()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def _variable_rows(variables: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("NAME", "TYPE", "SIZE", "SHAPE", "VALUE")]
+    for item in variables:
+        shape = "x".join(str(n) for n in item.get("shape", [])) or str(item.get("len", ""))
+        size = "" if item.get("size") is None else str(item["size"])
+        value = (item.get("repr") or "").replace("\n", " ")[:60]
+        if item.get("columns"):
+            value = ", ".join(f"{c['name']}:{c['dtype']}" for c in item["columns"])[:60]
+        rows.append((item["name"], item["type"], size, shape, value))
+    return rows
+
+
+def cmd_vars(wb: Workbench, args: argparse.Namespace) -> int:
+    answer = wb.session(args.session).variables(wait=args.wait)
+    if args.json:
+        _print_json(answer)
+    elif answer["variables"]:
+        _print_table(_variable_rows(answer["variables"]))
+        if answer.get("truncated"):
+            print(f"({answer['count']} variables in all)", file=sys.stderr)
+    return 0
+
+
 # attach
 
 
@@ -532,10 +567,24 @@ def _add_attach(commands: Subcommands) -> None:
     )
 
 
+def _add_runs(commands: Subcommands) -> None:
+    notebook = _session_command(
+        commands, "notebook", cmd_notebook, "print a session's history as a Jupyter notebook (.ipynb)",
+        epilog="Example: workbench notebook $SID > analysis.ipynb",
+    )  # fmt: skip
+    notebook.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    variables = _session_command(
+        commands, "vars", cmd_vars, "list a session's variables (name, type, size, shape, value)",
+        json_output=True,
+    )  # fmt: skip
+    variables.add_argument("--wait", type=float, help="seconds to wait for a running execution")
+
+
 def add_commands(commands: Subcommands) -> None:
-    """Add ``sessions``, ``exec``, ``files`` and ``attach`` to the ``workbench`` command."""
+    """Add ``sessions``, ``exec``, ``files``, ``attach``, ``notebook`` and ``vars`` to ``workbench``."""
     _add_sessions(commands)
     _add_exec(commands)
     _add_files(commands)
     _add_attach(commands)
     _add_library(commands)
+    _add_runs(commands)

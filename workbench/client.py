@@ -193,6 +193,9 @@ class Execution:
 
     ``outputs`` holds the rich events (``display_data``, ``execute_result``, ``error``) as the API sends
     them (images base64 under ``data["image/png"]``); ``error`` is ``{"ename", "evalue", "traceback"}``.
+    ``files`` is the run's change-set of ``/data`` (``{"created", "modified", "deleted"}``, each a list of
+    ``{"path", "size", "mime", "sha256"?}``; ``None`` when skipped), ``resources`` its
+    ``{"peak_memory_mb", "cpu_seconds", "memory_limit_mb"}``, ``n`` its number in the session's history.
     """
 
     status: str
@@ -204,10 +207,20 @@ class Execution:
     duration_ms: int
     truncated: bool = False
     reason: str | None = None
+    files: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    n: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def created_files(self) -> list[str]:
+        """Paths (in ``/data``) the run created or modified, from its change-set."""
+        if not self.files:
+            return []
+        return [entry["path"] for kind in ("created", "modified") for entry in self.files.get(kind, [])]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Execution:
@@ -317,6 +330,52 @@ def _session_path(session_id: str, action: str = "") -> str:
 def _file_path(session_id: str, path: str) -> str:
     """The URL path of one workspace file: ``/``-separated, each part percent-encoded (UTF-8)."""
     return _session_path(session_id, "/files/" + quote(path.strip("/"), safe="/"))
+
+
+def _text(response: httpx.Response) -> str:
+    return response.text
+
+
+def _history_call(session_id: str, limit: int, before: int | None) -> _Call[list[dict[str, Any]]]:
+    params = {"limit": str(limit)} | ({"before": str(before)} if before is not None else {})
+    return _Call(
+        "GET", _session_path(session_id, "/executions"), lambda r: list(r.json()["executions"]), params=params
+    )
+
+
+def _variables_call(session_id: str, wait: float | None) -> _Call[dict[str, Any]]:
+    params = {"wait": str(int(wait))} if wait is not None else None
+    return _Call("GET", _session_path(session_id, "/variables"), _object, params=params)
+
+
+def _notebook_run_call(
+    session_id: str, notebook: dict[str, Any] | str, allow_errors: bool, timeout: float | None
+) -> _Call[dict[str, Any]]:
+    body = json.loads(notebook) if isinstance(notebook, str) else notebook
+    params = {"allow_errors": "true" if allow_errors else "false"}
+    if timeout is not None:
+        params["timeout"] = str(int(timeout))
+    return _Call("POST", _session_path(session_id, "/notebook/run"), _object, json=body, params=params)
+
+
+def _replay_body(start: int, restart: bool, timeout: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"from": start, "restart": restart}
+    if timeout is not None:
+        body["timeout"] = timeout
+    return body
+
+
+def _replay_line(line: str, on_output: OutputHandler | None) -> Event | None:
+    """One NDJSON line of a replay: handed to ``on_output``; the closing summary is returned."""
+    if not line.strip():
+        return None
+    event: Event = json.loads(line)
+    if on_output is not None:
+        on_output(event)
+    return event if event.get("type") == "replay_done" else None
+
+
+NDJSON_HEADERS = {"Accept": "application/x-ndjson"}
 
 
 def _create_call(limits: dict[str, Any]) -> _Call[SessionInfo]:
@@ -455,11 +514,14 @@ class _Run:
         timeout: float | None,
         on_output: OutputHandler | None,
         on_input: InputHandler | None,
+        files: bool = True,
     ) -> None:
         self.id = uuid.uuid4().hex
         frame: Event = {"type": "execute", "id": self.id, "code": code}
         if timeout is not None:
             frame["timeout"] = timeout
+        if not files:
+            frame["files"] = False
         self.frame = json.dumps(frame)
         self.on_output = on_output
         self.on_input = on_input
@@ -601,13 +663,15 @@ class Session(_SessionBase["Workbench"]):
         timeout: float | None = None,
         on_output: OutputHandler | None = None,
         on_input: InputHandler | None = None,
+        files: bool = True,
     ) -> Execution:
         """Run ``code`` in the kernel and wait for it; every event goes to ``on_output`` as it arrives.
 
         ``timeout`` (seconds) is enforced by the server, which interrupts the code and answers ``timeout``.
         ``on_input(prompt, password)`` answers ``input()`` calls (without it they read an empty line).
+        ``files=False`` skips the run's file change-set (``Execution.files`` is then ``None``).
         """
-        run = _Run(code, timeout, on_output, on_input)
+        run = _Run(code, timeout, on_output, on_input, files)
         try:
             socket = websockets.sync.client.connect(
                 self.workbench.websocket_url(self.id),
@@ -687,6 +751,54 @@ class Session(_SessionBase["Workbench"]):
         """Copy the workspace file ``path`` into the tenant's library (as ``target``; default: its name)."""
         return self.workbench._send(_publish_call(self.id, path, target))
 
+    def history(self, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+        """The session's runs, newest first (code, status, timings, change-set, resources); ``before``
+        pages back from a run number."""
+        return self.workbench._send(_history_call(self.id, limit, before))
+
+    def execution(self, n: int) -> dict[str, Any]:
+        """Run number ``n`` with its kept outputs."""
+        return self.workbench._send(_Call("GET", _session_path(self.id, f"/executions/{int(n)}"), _object))
+
+    def notebook(self) -> str:
+        """The history as a Jupyter notebook (``.ipynb`` JSON text)."""
+        return self.workbench._send(_Call("GET", _session_path(self.id, "/notebook"), _text))
+
+    def run_notebook(
+        self, notebook: dict[str, Any] | str, allow_errors: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Run a notebook's code cells in order in this session; the executed notebook."""
+        return self.workbench._send(_notebook_run_call(self.id, notebook, allow_errors, timeout))
+
+    def replay(
+        self,
+        start: int = 1,
+        restart: bool = False,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+    ) -> dict[str, Any]:
+        """Run the session's successful runs (numbered ``start`` on) again, in order, e.g. in a fresh kernel
+        after a cull or a crash (``restart=True`` restarts first).  Every event goes to ``on_output``;
+        answers the ``replay_done`` summary (``status``, ``replayed``, ``total``, ``failed``)."""
+        body = _replay_body(start, restart, timeout)
+        path = _session_path(self.id, "/replay")
+        with self.workbench.http.stream("POST", path, json=body, headers=NDJSON_HEADERS) as response:
+            if response.is_error:
+                response.read()
+                _checked(response)
+            summary: Event = {}
+            for line in response.iter_lines():
+                summary = _replay_line(line, on_output) or summary
+        return summary
+
+    def variables(self, wait: float | None = None) -> dict[str, Any]:
+        """The kernel's variables (name, type, repr, size, shape, dtypes), leaving no trace in the session;
+        waits up to ``wait`` seconds for a running execution (``Conflict`` after that)."""
+        return self.workbench._send(_variables_call(self.id, wait))
+
+
+# The asyncio client
+
 
 class Library:
     """The tenant's file library (``wb.library``); every session of the tenant reads it at ``/library``."""
@@ -717,9 +829,6 @@ class Library:
     def publish(self, session_id: str, path: str, target: str | None = None) -> FileEntry:
         """Copy the file ``path`` of one of the caller's sessions here (as ``target``; default: its name)."""
         return self.workbench._send(_publish_call(session_id, path, target))
-
-
-# The asyncio client
 
 
 class AsyncWorkbench(_Base):
@@ -802,9 +911,10 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
         timeout: float | None = None,
         on_output: OutputHandler | None = None,
         on_input: InputHandler | None = None,
+        files: bool = True,
     ) -> Execution:
         """See ``Session.run``; ``on_output`` and ``on_input`` are plain (not async) callables."""
-        run = _Run(code, timeout, on_output, on_input)
+        run = _Run(code, timeout, on_output, on_input, files)
         try:
             socket = await websockets.asyncio.client.connect(
                 self.workbench.websocket_url(self.id),
@@ -876,6 +986,44 @@ class AsyncSession(_SessionBase["AsyncWorkbench"]):
     async def publish(self, path: str, target: str | None = None) -> FileEntry:
         """See ``Session.publish``."""
         return await self.workbench._send(_publish_call(self.id, path, target))
+
+    async def history(self, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+        return await self.workbench._send(_history_call(self.id, limit, before))
+
+    async def execution(self, n: int) -> dict[str, Any]:
+        return await self.workbench._send(
+            _Call("GET", _session_path(self.id, f"/executions/{int(n)}"), _object)
+        )
+
+    async def notebook(self) -> str:
+        return await self.workbench._send(_Call("GET", _session_path(self.id, "/notebook"), _text))
+
+    async def run_notebook(
+        self, notebook: dict[str, Any] | str, allow_errors: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        return await self.workbench._send(_notebook_run_call(self.id, notebook, allow_errors, timeout))
+
+    async def replay(
+        self,
+        start: int = 1,
+        restart: bool = False,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+    ) -> dict[str, Any]:
+        """See ``Session.replay``."""
+        body = _replay_body(start, restart, timeout)
+        path = _session_path(self.id, "/replay")
+        async with self.workbench.http.stream("POST", path, json=body, headers=NDJSON_HEADERS) as response:
+            if response.is_error:
+                await response.aread()
+                _checked(response)
+            summary: Event = {}
+            async for line in response.aiter_lines():
+                summary = _replay_line(line, on_output) or summary
+        return summary
+
+    async def variables(self, wait: float | None = None) -> dict[str, Any]:
+        return await self.workbench._send(_variables_call(self.id, wait))
 
 
 class AsyncLibrary:

@@ -128,6 +128,16 @@ OPTIONS: tuple[Option, ...] = (
         _words,
         "Origins (exact, or patterns like https://*.example.com) allowed on WebSockets.",
     ),
+    Option(
+        "changes",
+        _bool,
+        "Report each run's file change-set (a scan of /data before and after each run; a request can "
+        'skip it with "files": false).',
+    ),
+    Option("changes_max_files", int, "Workspaces holding more files than this get no change-set."),
+    Option("changes_max_entries", int, "Entries listed in one change-set (past it: truncated)."),
+    Option("changes_hash_kb", int, "Created or modified files up to this size (KiB) get a sha256."),
+    Option("history_output_kb", int, "Outputs (KiB) kept in the history per session, oldest cut first."),
     Option("stop_kernels_on_exit", _bool, "Stop every kernel container when the server shuts down."),
     Option("log_level", str, "Logging level: debug, info, warning or error."),
 )
@@ -173,6 +183,11 @@ class Settings:
     pool_size: int = 2
     library_quota_mb: int = 1024
     allowed_origins: tuple[str, ...] = ()
+    changes: bool = True
+    changes_max_files: int = 100_000
+    changes_max_entries: int = 300
+    changes_hash_kb: int = 1024
+    history_output_kb: int = 16384
     stop_kernels_on_exit: bool = False
     log_level: str = "info"
 

@@ -205,6 +205,7 @@ def execution_schemas() -> JSON:
                 "exclusiveMinimum": 0,
                 "description": "Seconds; capped by the server; `null`: the server's default.",
             },
+            "files": {"type": "boolean", "default": True, "description": "`false`: no file change-set."},
         },
         required=("code",),
     )
@@ -227,6 +228,9 @@ def execution_schemas() -> JSON:
             "duration_ms": {"type": "integer", "minimum": 0},
             "truncated": {"type": "boolean", "description": "Output beyond the server's limit was cut."},
             "reason": {"type": ["string", "null"], "description": "Why the status was set by the server."},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "n": {"type": ["integer", "null"], "description": "The run's number in the session's history."},
         },
         required=("status", "execution_count", "stdout", "stderr", "outputs", "error", "duration_ms"),
     )
@@ -331,7 +335,7 @@ def parameters() -> JSON:
             "The session's opaque id.",
             {"type": "string", "pattern": SESSION_ID_PATTERN},
             required=True,
-            example="session-0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
+            example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11",
         ),
         "FilePath": parameter(
             "path",
@@ -856,6 +860,308 @@ def page_paths() -> JSON:
     }
 
 
+# ------------------------------------------------------------------------------------ runs and state
+
+
+def run_schemas() -> JSON:
+    nullable_number = {"type": ["number", "null"]}
+    change = obj(
+        {
+            "path": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0},
+            "mime": {"type": ["string", "null"]},
+            "sha256": {"type": "string", "description": "For files up to `WORKBENCH_CHANGES_HASH_KB`."},
+        },
+        required=("path", "size", "mime"),
+    )
+    entries = {"type": "array", "items": change}
+    change_set = obj(
+        {
+            "created": entries,
+            "modified": entries,
+            "deleted": entries,
+            "truncated": {"type": "boolean", "description": "More entries than listed; see `counts`."},
+            "counts": {"type": ["object", "null"]},
+            "reason": {"type": "string", "description": "Why the workspace was not scanned."},
+        },
+        required=("created", "modified", "deleted", "truncated"),
+        description="Regular files of `/data` the run created, modified or deleted (links not followed).",
+    )
+    resources = obj(
+        {
+            "peak_memory_mb": nullable_number,
+            "cpu_seconds": nullable_number,
+            "memory_limit_mb": {"type": ["integer", "null"]},
+            "peak_scope": {"enum": ["run", "kernel", None]},
+        },
+        required=("peak_memory_mb", "cpu_seconds", "memory_limit_mb"),
+    )
+    summary = obj(
+        {
+            "n": {"type": "integer"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "code": {"type": "string"},
+            "status": {"enum": list(EXECUTION_STATUSES)},
+            "reason": {"type": ["string", "null"]},
+            "execution_count": {"type": ["integer", "null"]},
+            "started_at": TIMESTAMP,
+            "finished_at": {"type": ["string", "null"]},
+            "duration_ms": {"type": ["integer", "null"]},
+            "output_bytes": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "error": {"type": ["object", "null"]},
+            "files": {"oneOf": [{"type": "null"}, schema("ChangeSet")]},
+            "resources": {"oneOf": [{"type": "null"}, schema("Resources")]},
+            "outputs_kept": {"type": "boolean"},
+        },
+        required=("n", "code", "status", "started_at", "duration_ms", "output_bytes", "files"),
+    )
+    page = obj(
+        {
+            "executions": {"type": "array", "items": schema("ExecutionSummary")},
+            "next": {"type": ["integer", "null"], "description": "Pass as `before` for the next page."},
+        },
+        required=("executions", "next"),
+    )
+    detail = {
+        "allOf": [
+            schema("ExecutionSummary"),
+            obj(
+                {
+                    "stdout": {"type": "string"},
+                    "stderr": {"type": "string"},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                    "events": {"type": "array", "items": {"type": "object"}},
+                    "outputs_cut": {"type": "boolean", "description": "The outputs were not (all) kept."},
+                },
+                required=("stdout", "stderr", "outputs", "outputs_cut"),
+            ),
+        ]
+    }
+    variable = obj(
+        {
+            "name": {"type": "string"},
+            "type": {"type": "string"},
+            "repr": {"type": ["string", "null"]},
+            "size": {"type": ["integer", "null"]},
+            "len": {"type": "integer"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "dtype": {"type": "string"},
+            "columns": {"type": "array", "items": {"type": "object"}},
+        },
+        required=("name", "type", "repr", "size"),
+    )
+    variables = obj(
+        {
+            "variables": {"type": "array", "items": variable},
+            "count": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "partial": {"type": "boolean", "description": "Some variables got no `repr` (time budget)."},
+            "execution_count": {"type": ["integer", "null"]},
+        },
+        required=("variables", "count", "truncated"),
+    )
+    replay = obj(
+        {
+            "from": {"type": "integer", "minimum": 1, "description": "First execution number to replay."},
+            "restart": {"type": "boolean", "default": False, "description": "Restart the kernel first."},
+            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        },
+        closed=True,
+    )
+    return {
+        "ChangeSet": change_set,
+        "Resources": resources,
+        "ExecutionSummary": summary,
+        "ExecutionPage": page,
+        "ExecutionDetail": detail,
+        "Variables": variables,
+        "ReplayRequest": replay,
+    }
+
+
+def run_paths() -> JSON:
+    op = functools.partial(operation, tag="runs")
+    notebook = {"application/x-ipynb+json": {"schema": {"type": "object"}}}
+    number = parameter(
+        "n", "path", "The run's number in the session.", {"type": "integer", "minimum": 1}, required=True,
+        example="1",
+    )  # fmt: skip
+    paging = [
+        parameter("limit", "query", "Page size.", {"type": "integer", "minimum": 1, "maximum": 200}),
+        parameter("before", "query", "Only runs numbered below this.", {"type": "integer", "minimum": 1}),
+    ]
+    replayed = answer(
+        "The replayed runs' results; with `Accept: application/x-ndjson`, their events as they happen "
+        "(`replay_start`, then each run's events and `done`), ending with `replay_done`.",
+        {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-ndjson": {"schema": schema("Event")},
+        },
+    )
+    run_parameters = [
+        parameter("timeout", "query", "Seconds per cell.", {"type": "integer", "minimum": 1}),
+        parameter("allow_errors", "query", "Go on after a failing cell.", {"type": "boolean"}),
+    ]
+    inspect_parameters = [
+        parameter(
+            "limit", "query", "Most variables listed.", {"type": "integer", "minimum": 1, "maximum": 10000}
+        ),
+        parameter(
+            "wait", "query", "Seconds to wait for a running execution.", {"type": "integer", "minimum": 0}
+        ),
+    ]
+    return {
+        "/api/v1/sessions/{session_id}/executions": session_item(
+            get=op(
+                "listExecutions",
+                "The session's runs, newest first",
+                {"200": answer("A page of runs.", json_content(schema("ExecutionPage")))},
+                errors=(400, 404),
+                parameters=paging,
+            )
+        ),
+        "/api/v1/sessions/{session_id}/executions/{n}": {
+            "parameters": [ref("parameters", "SessionId"), number],
+            "get": op(
+                "getExecution",
+                "One run with its kept outputs",
+                {"200": answer("The run.", json_content(schema("ExecutionDetail")))},
+                errors=(404,),
+            ),
+        },
+        "/api/v1/sessions/{session_id}/notebook": session_item(
+            get=op(
+                "exportNotebook",
+                "The session's history as a notebook (nbformat 4)",
+                {"200": answer("The .ipynb document.", notebook)},
+                errors=(404,),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/notebook/run": session_item(
+            post=op(
+                "runNotebook",
+                "Run a notebook's code cells in order; answers the executed notebook",
+                {"200": answer("The executed notebook.", notebook)},
+                errors=(400, 404, 413, 422, 503),
+                parameters=run_parameters,
+                body={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            )
+        ),
+        "/api/v1/sessions/{session_id}/replay": session_item(
+            post=op(
+                "replayExecutions",
+                "Run the session's successful runs again, in order",
+                {"200": replayed},
+                errors=(400, 404, 422, 503),
+                body=json_request(schema("ReplayRequest"), required=False),
+            )
+        ),
+        "/api/v1/sessions/{session_id}/variables": session_item(
+            get=op(
+                "listVariables",
+                "The kernel's variables (no trace in the session)",
+                {"200": answer("The user namespace.", json_content(schema("Variables")))},
+                errors=(400, 404, 409, 503),
+                parameters=inspect_parameters,
+            )
+        ),
+    }
+
+
+GATEWAY_PREFIX = "/gateway/{token}"
+GATEWAY_DESCRIPTION = (
+    "Jupyter gateway protocol (what jupyter_server's gateway client calls): a kernel is a session, its id "
+    "the session id. Every route is also served under `/gateway/{token}`, where the path segment "
+    "authenticates like the header (for clients that send none)."
+)
+
+
+def gateway_paths() -> JSON:
+    """The Jupyter gateway routes (``handlers/gateway.py``), as they are and under ``/gateway/{token}``."""
+    kernel_id = parameter("kernel_id", "path", "The kernel's id: the session id.",
+                          {"type": "string", "pattern": SESSION_ID_PATTERN}, required=True,
+                          example="session_0b9c7e5e-4d6f-4bde-9d3c-2f9a1f0e8a11")  # fmt: skip
+    name = parameter("name", "path", "A kernelspec name (`python3`).", {"type": "string"}, required=True,
+                     example="python3")  # fmt: skip
+    resource = parameter("resource", "path", "A kernelspec resource such as a logo (there are none).",
+                         {"type": "string"}, required=True, example="logo-64x64.png")  # fmt: skip
+    token = parameter("token", "path", "An API token, in place of the `Authorization` header.",
+                      {"type": "string", "minLength": 1}, required=True, example="wbt_example")  # fmt: skip
+    model = json_content(schema("GatewayKernel"))
+    op = functools.partial(operation, tag="jupyter-gateway", description=GATEWAY_DESCRIPTION)
+    items: dict[str, tuple[list[JSON], JSON]] = {
+        "/api": ([], {"get": op("gatewayApi", "Server version", {"200": answer("Version.", json_content(
+            obj({"version": {"type": "string"}}, required=("version",))))})}),
+        "/api/kernelspecs": ([], {"get": op("gatewayKernelspecs", "Kernelspecs", {"200": answer(
+            "The one kernelspec, `python3`, and the default.", json_content(obj(
+                {"default": {"type": "string"}, "kernelspecs": {"type": "object"}},
+                required=("default", "kernelspecs"))))})}),
+        "/api/kernelspecs/{name}": ([name], {"get": op("gatewayKernelspec", "One kernelspec", {"200": answer(
+            "The kernelspec.", json_content(obj({"name": {"type": "string"}, "spec": {"type": "object"},
+                                                 "resources": {"type": "object"}})))}, errors=(404,))}),
+        "/kernelspecs/{name}/{resource}": ([name, resource], {"get": op(
+            "gatewayKernelspecResource", "A kernelspec resource (none: always 404)", {}, errors=(404,))}),
+        "/api/kernels": ([], {
+            "get": op("gatewayKernels", "The caller's kernels (sessions)", {"200": answer(
+                "Kernel models.", json_content({"type": "array", "items": schema("GatewayKernel")}))}),
+            "post": op("gatewayStartKernel", "Start a kernel (create a session)",
+                       {"201": answer("The new kernel, ready.", model)}, errors=(400, 404, 422, 429, 503),
+                       body=json_request(schema("GatewayKernelStart"), required=False)),
+        }),
+        "/api/kernels/{kernel_id}": ([kernel_id], {
+            "get": op("gatewayKernel", "A kernel model", {"200": answer("The kernel.", model)},
+                      errors=(404,)),
+            "delete": op("gatewayDeleteKernel", "Shut a kernel down: the session is deleted, files and all",
+                         {"204": answer("Deleted.")}, errors=(404,)),
+        }),
+        "/api/kernels/{kernel_id}/interrupt": ([kernel_id], {"post": op(
+            "gatewayInterrupt", "Interrupt the kernel", {"204": answer("Interrupted.")}, errors=(404,))}),
+        "/api/kernels/{kernel_id}/restart": ([kernel_id], {"post": op(
+            "gatewayRestart", "Restart the kernel (variables gone, files kept)",
+            {"200": answer("The kernel.", model)}, errors=(404, 503))}),
+        "/api/kernels/{kernel_id}/channels": ([kernel_id], {"get": op(
+            "gatewayChannels", "Jupyter messages over a WebSocket (legacy framing or "
+            "`v1.kernel.websocket.jupyter.org`)", {"101": answer("Switching Protocols.")},
+            errors=(400, 403, 404), security=[{"bearer": []}, {"queryToken": []}])}),
+    }  # fmt: skip
+    paths: JSON = {}
+    for path, (params, operations) in items.items():
+        paths[path] = {"parameters": params, **operations} if params else dict(operations)
+        prefixed = {
+            method: {**body, "operationId": body["operationId"] + "ViaPath", "security": [{"bearer": []}, {}]}
+            for method, body in operations.items()
+        }
+        paths[GATEWAY_PREFIX + path] = {"parameters": [token, *params], **prefixed}
+    return paths
+
+
+def gateway_schemas() -> JSON:
+    kernel = obj(
+        {
+            "id": {"type": "string", "pattern": SESSION_ID_PATTERN},
+            "name": {"type": "string"},
+            "last_activity": {"type": "string", "description": "`%Y-%m-%dT%H:%M:%S.%fZ` (UTC)."},
+            "execution_state": {"enum": ["starting", "idle", "busy", "restarting", "dead"]},
+            "connections": {"type": "integer", "minimum": 0},
+        },
+        required=("id", "name", "last_activity", "execution_state", "connections"),
+    )
+    start = obj(
+        {
+            "name": {"type": ["string", "null"], "description": "`python3` (the default)."},
+            "env": {
+                "type": ["object", "null"],
+                "description": "`KERNEL_MEMORY_MB`, `KERNEL_MEMORY` (`512M`, `2Gi`), `KERNEL_CPUS`, "
+                "`KERNEL_IDLE_TIMEOUT` become limits (capped); `KERNEL_USERNAME` goes to the metadata; "
+                "the rest is ignored.",
+            },
+        }
+    )
+    return {"GatewayKernel": kernel, "GatewayKernelStart": start}
+
+
 # ---------------------------------------------------------------------------------------------- document
 
 
@@ -874,6 +1180,8 @@ def document() -> JSON:
         library_paths,
         archive_paths,
         page_paths,
+        run_paths,
+        gateway_paths,
     ):
         paths.update(part())
     return {
@@ -894,6 +1202,8 @@ def document() -> JSON:
                 **file_schemas(),
                 **server_schemas(),
                 **library_components()[0],
+                **run_schemas(),
+                **gateway_schemas(),
             },
             "parameters": {**parameters(), **library_components()[1]},
             "responses": error_responses(),

@@ -14,12 +14,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from workbench import metrics
+from workbench import metrics, variables
 from workbench.auth import Principal
+from workbench.changes import ChangeLimits
 from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
-from workbench.errors import Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.errors import Conflict, Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.history import HistoryLog, kept_outputs
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
@@ -28,14 +30,18 @@ from workbench.kernels.runtime import Listener, SessionKernel
 from workbench.library import Library, library_key
 from workbench.pool import Slot, WarmPool
 from workbench.reattach import Reattach
+from workbench.runinfo import LastSnapshots, Meters, RunInfo
 from workbench.volumes import Volumes
 from workbench.workspace import FileEntry, Workspace, wipe
 
 log = logging.getLogger(__name__)
 
-SESSION_ID_PREFIX = "session-"
+# "session_<uuid4>" matches jupyter_server's kernel-id pattern (\w+-\w+-\w+-\w+-\w+): a session id is a
+# Jupyter kernel id as it is (JupyterLab in gateway mode routes nothing else). Older ids: "session-<uuid4>".
+SESSION_ID_PREFIX = "session_"
 CULLED = "idle-culled"
 MIN_CPUS = 0.1  # below this a kernel cannot even start within the start timeout
+VARIABLES_TIMEOUT = 10.0  # seconds the kernel gets to list its variables before it is interrupted
 
 
 def isoformat(moment: dt.datetime | None) -> str | None:
@@ -65,6 +71,9 @@ class SessionManager:
             room=self._pool_room,
             users_starting=lambda: self._cold_starts > 0,
         )
+        self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
+        self._meters = Meters()
+        self._snapshots = LastSnapshots()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -166,6 +175,7 @@ class SessionManager:
     async def workspace(self, session_id: str) -> Workspace:
         """The session's workspace, for file operations (a stopped session's files are still there)."""
         await self.get_live_row(session_id)
+        self._snapshots.forget(session_id)  # the next run's change-set starts from a fresh scan
         settings = self.settings
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
@@ -440,26 +450,75 @@ class SessionManager:
         request_id: str | None = None,
         source: str = "rest",
         allow_stdin: bool = False,
+        files: bool = True,
+        message: dict[str, Any] | None = None,
     ) -> ExecutionResult:
+        """Run ``code``; ``files=False`` skips the run's file change-set."""
         timeout = self.execute_timeout(timeout)
         kernel = await self.kernel(session_id)
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
-        execution = await kernel.execute(request_id, code, timeout=timeout, allow_stdin=allow_stdin)
+        info = self._run_info(session_id, kernel, files)
+        execution = await kernel.execute(
+            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info, message=message
+        )
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         finished = utcnow()
         error = result.error or {}
-        # One write per execution, off the hot path (the database worker keeps them in order).
-        self._spawn(self.db.add_execution(ExecutionRow(
+        # One write per execution, batched off the hot path (the history writer keeps them in order).
+        self.history.record(ExecutionRow(
             id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
             status=result.status, execution_count=result.execution_count,
             started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
             duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,
-            error_name=error.get("ename"), error_value=error.get("evalue"),
-        )))  # fmt: skip
+            error_name=error.get("ename"), error_value=error.get("evalue"), n=result.n,
+            reason=result.reason and result.reason[:200], files=result.files, resources=result.resources,
+            outputs=kept_outputs(execution), outputs_cut=result.truncated,
+        ))  # fmt: skip
         return result
+
+    def _run_info(self, session_id: str, kernel: SessionKernel, files: bool) -> RunInfo:
+        settings = self.settings
+        limits = ChangeLimits(
+            max_files=settings.changes_max_files,
+            max_entries=settings.changes_max_entries,
+            hash_max_bytes=settings.changes_hash_kb * 1024,
+        )
+        return RunInfo(
+            session_id,
+            history=self.history,
+            meters=self._meters,
+            snapshots=self._snapshots,
+            workspace=self.workspace_path(session_id),
+            limits=limits if files and settings.changes else None,
+            memory_limit_mb=kernel.request.limits.memory_mb,
+        )
+
+    async def variables(self, session_id: str, *, limit: int, wait: float) -> dict[str, Any]:
+        """The kernel's user namespace (see ``workbench.variables``); a stopped kernel has none.
+
+        Waits at most ``wait`` seconds for the running execution to end (else 409 ``kernel-busy``).
+        """
+        await self.get_live_row(session_id)
+        kernel = self.kernels.get(session_id)
+        expressions = {"variables": variables.expression(limit)}
+        try:
+            reply = (
+                None
+                if kernel is None
+                else await kernel.inspect(expressions, wait=max(wait, 0.1), timeout=VARIABLES_TIMEOUT)
+            )
+        except TimeoutError:
+            msg = f"the kernel was still busy after {wait:g} s; try again when it is idle"
+            raise Conflict(msg, code="kernel-busy", headers={"Retry-After": "5"}) from None
+        if reply is None:
+            return {"variables": [], "count": 0, "truncated": False, "partial": False, "kernel": "stopped"}
+        answer = variables.parse(reply)
+        count = reply.get("content", {}).get("execution_count")
+        answer["execution_count"] = count if isinstance(count, int) else None
+        return answer
 
     def execute_timeout(self, requested: float | None) -> float:
         if requested is None:
@@ -518,6 +577,8 @@ class SessionManager:
         """Remove the kernel, the workspace and the runtime files; the row stays for audit."""
         kernel = self.kernels.pop(session_id, None)
         self._owners.pop(session_id, None)
+        self._snapshots.drop(session_id)
+        self.history.forget(session_id)
         if kernel is not None:
             await kernel.stop(remove=True, reason=status)
         else:
@@ -627,6 +688,7 @@ class SessionManager:
 
     async def close(self, *, stop_kernels: bool) -> None:
         await self.pool.close()
+        await self.history.flush()
         for session_id, kernel in list(self.kernels.items()):
             try:
                 if stop_kernels:
@@ -645,7 +707,7 @@ def new_session_id() -> str:
 def _session_dirs(root: Path) -> list[str]:
     """The names of session directories under ``root`` (a directory only the server writes)."""
     with os.scandir(root) as entries:
-        return [entry.name for entry in entries if entry.name.startswith(SESSION_ID_PREFIX)]
+        return [entry.name for entry in entries if entry.name.startswith((SESSION_ID_PREFIX, "session-"))]
 
 
 def _unknown(session_id: str) -> NotFound:

@@ -89,7 +89,7 @@ class ServerProcess:
         """Remove every kernel container of this state directory (the server leaves them running)."""
         client = docker.from_env(timeout=60)
         try:
-            for path in (self.state_dir / "workspaces").glob("session-*"):
+            for path in (self.state_dir / "workspaces").glob("session*"):
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     client.api.remove_container(f"workbench-{path.name}", force=True)
         finally:

@@ -81,6 +81,14 @@ class ExecutionRow(Base):
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     error_name: Mapped[str | None] = mapped_column(String(200))
     error_value: Mapped[str | None] = mapped_column(Text)
+    # 0003: what an agent needs to know about each run
+    n: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    outputs_cut: Mapped[bool] = mapped_column(Boolean, default=False)
+    stored_bytes: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TokenRow(Base):

@@ -148,17 +148,7 @@ class Database:
 
     async def add_execution(self, row: ExecutionRow) -> None:
         """Record a finished execution; its end is also the session's latest activity."""
-
-        def work(session: Session) -> None:
-            session.add(row)
-            session.flush()
-            session.execute(
-                update(SessionRow)
-                .where(SessionRow.id == row.session_id)
-                .values(last_activity_at=row.finished_at)
-            )
-
-        await self.run(work)
+        await self.run(lambda session: record_executions(session, [row]))
 
     async def executions(self, session_id: str) -> list[ExecutionRow]:
         query = (
@@ -167,3 +157,13 @@ class Database:
             .order_by(ExecutionRow.started_at)
         )
         return await self.run(lambda s: list(s.scalars(query)))
+
+
+def record_executions(session: Session, rows: Sequence[ExecutionRow]) -> None:
+    """Add finished executions; the end of each is also its session's latest activity."""
+    for row in rows:
+        session.add(row)
+        session.flush()
+        session.execute(
+            update(SessionRow).where(SessionRow.id == row.session_id).values(last_activity_at=row.finished_at)
+        )

@@ -28,11 +28,12 @@ SECURITY_HEADERS = {
 
 
 TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*")
+TOKEN_IN_PATH = re.compile(r"(/gateway/)[^/?#]*")
 
 
 def redact(uri: str) -> str:
-    """The URI with any ``token=`` query value hidden, for logs."""
-    return TOKEN_IN_QUERY.sub(r"\1[redacted]", uri)
+    """The URI with any ``token=`` query value and any ``/gateway/{token}`` segment hidden, for logs."""
+    return TOKEN_IN_PATH.sub(r"\1[redacted]", TOKEN_IN_QUERY.sub(r"\1[redacted]", uri))
 
 
 def request_summary(request: httputil.HTTPServerRequest) -> str:
@@ -184,5 +185,5 @@ class NotFoundHandler(APIHandler):
     public = True
 
     async def prepare(self) -> None:
-        msg = f"no route for {self.request.path}"
+        msg = f"no route for {redact(self.request.path)}"
         raise NotFound(msg, code="no-route")

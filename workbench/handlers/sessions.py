@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
-from tornado.iostream import StreamClosedError
-
-from workbench.errors import Invalid, TooLarge, WorkbenchError
+from workbench.errors import Invalid, TooLarge
 from workbench.handlers.base import APIHandler
+from workbench.handlers.ndjson import failure_message, stream_events, wants_ndjson
 from workbench.kernels.execution import failed_done_event
-from workbench.outbox import Event, Outbox
-
-NDJSON = "application/x-ndjson"
+from workbench.outbox import Event
 
 SESSION_ID = r"(?P<session_id>[^/]+)"
 
@@ -57,45 +53,36 @@ class RestartHandler(APIHandler):
 
 class ExecuteHandler(APIHandler):
     async def post(self, session_id: str) -> None:
-        code, timeout = self.execute_request()
-        if NDJSON in self.request.headers.get("Accept", ""):
-            await self.stream(session_id, code, timeout)
+        code, timeout, files = self.execute_request()
+        if wants_ndjson(self):
+            await self.stream(session_id, code, timeout, files)
             return
-        result = await self.manager.execute(session_id, code, timeout=timeout, source="rest")
+        result = await self.manager.execute(session_id, code, timeout=timeout, source="rest", files=files)
         self.write_json(result.to_json())
 
-    async def stream(self, session_id: str, code: str, timeout: Any) -> None:
+    async def stream(self, session_id: str, code: str, timeout: Any, files: bool) -> None:
         """The execution's events as they happen, one JSON object per line, ``done`` last."""
         self.manager.execute_timeout(timeout)  # refuse a bad timeout before the answer starts
         kernel = await self.manager.kernel(session_id)
         request_id = uuid.uuid4().hex
-        outbox = Outbox()
 
-        def on_event(event: Event) -> None:
-            if event.get("id") == request_id or event["type"] == "kernel":
-                outbox.put(event)
+        def final(task: asyncio.Future[Any]) -> Event | None:
+            """An execution that failed before its ``done`` still ends the stream with one."""
+            message = failure_message(task)
+            return None if message is None else failed_done_event(request_id, message)
 
-        kernel.subscribe(on_event)
-        execution = asyncio.ensure_future(
-            self.manager.execute(session_id, code, timeout=timeout, request_id=request_id, source="rest")
+        await stream_events(
+            self,
+            kernel,
+            wanted=lambda event: event.get("id") == request_id,
+            job=self.manager.execute(
+                session_id, code, timeout=timeout, request_id=request_id, source="rest", files=files
+            ),
+            final=final,
+            last=lambda event: event["type"] == "done",
         )
-        execution.add_done_callback(lambda task: _report_failure(task, request_id, outbox))
-        self.set_header("Content-Type", f"{NDJSON}; charset=UTF-8")
-        try:
-            while True:
-                event = await outbox.get()
-                self.write(json.dumps(event, ensure_ascii=False) + "\n")
-                await self.flush()
-                if event["type"] == "done":
-                    break
-        except StreamClosedError:
-            return
-        finally:
-            kernel.unsubscribe(on_event)
-            await asyncio.wait([execution])  # the execution runs to its end even if the client left
-        self.finish()
 
-    def execute_request(self) -> tuple[str, Any]:
+    def execute_request(self) -> tuple[str, Any, bool]:
         limit = self.manager.settings.max_code_kb * 1024
         if len(self.request.body) > limit + 4096:
             msg = f"the request is larger than {self.manager.settings.max_code_kb} KiB"
@@ -108,15 +95,11 @@ class ExecuteHandler(APIHandler):
         if len(code.encode()) > limit:
             msg = f"`code` is larger than {self.manager.settings.max_code_kb} KiB"
             raise TooLarge(msg)
-        return code, body.get("timeout")
-
-
-def _report_failure(task: asyncio.Future[Any], request_id: str, outbox: Outbox) -> None:
-    """An execution that failed before its ``done`` still ends the stream with one."""
-    if not task.cancelled() and task.exception() is not None:
-        error = task.exception()
-        message = error.message if isinstance(error, WorkbenchError) else "internal error"
-        outbox.put(failed_done_event(request_id, message))
+        files = body.get("files", True)
+        if not isinstance(files, bool):
+            msg = "`files` must be true or false"
+            raise Invalid(msg)
+        return code, body.get("timeout"), files
 
 
 default_handlers = [

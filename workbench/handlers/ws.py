@@ -119,6 +119,7 @@ class SessionSocket(websocket.WebSocketHandler):
                     request_id=frame["id"],
                     source="ws",
                     allow_stdin=True,
+                    files=frame.get("files", True),
                 )
             except WorkbenchError as error:
                 self.outbox.put(
@@ -198,6 +199,8 @@ def _parse_frame(message: str | bytes) -> dict[str, Any] | str:
         timeout = frame.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
             return "`timeout` must be a number of seconds"
+        if not isinstance(frame.get("files", True), bool):
+            return "`files` must be true or false"
         return frame
     if kind == "interrupt":
         return frame

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MessageHandler = Callable[[Message], None]
+RawHandler = Callable[[str, Message], None]
 
 
 class KernelClient:
@@ -34,12 +35,14 @@ class KernelClient:
         *,
         on_iopub: MessageHandler,
         on_stdin: MessageHandler,
+        on_raw: RawHandler | None = None,
         name: str = "a kernel",
     ) -> None:
         self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
         self._on_iopub = on_iopub
         self._on_stdin = on_stdin
+        self._on_raw = on_raw
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._iopub_seen = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -53,12 +56,14 @@ class KernelClient:
         while its shell runs code."""
         self._client.start_channels(hb=False)
         channels = (
-            (self._client.iopub_channel, self._handle_iopub),
-            (self._client.shell_channel, self._handle_reply),
-            (self._client.stdin_channel, self._on_stdin),
-            (self._client.control_channel, self._handle_reply),
+            ("iopub", self._client.iopub_channel, self._handle_iopub),
+            ("shell", self._client.shell_channel, self._handle_reply),
+            ("stdin", self._client.stdin_channel, self._on_stdin),
+            ("control", self._client.control_channel, self._handle_reply),
         )
-        self._tasks = [asyncio.create_task(self._read(channel, handler)) for channel, handler in channels]
+        self._tasks = [
+            asyncio.create_task(self._read(name, channel, handler)) for name, channel, handler in channels
+        ]
         await self._wait_ready(timeout, via_control)
 
     async def _wait_ready(self, timeout: float, via_control: bool) -> None:
@@ -79,7 +84,7 @@ class KernelClient:
         msg = f"the kernel did not become ready within {timeout:.0f} s"
         raise KernelFailed(msg)
 
-    async def _read(self, channel: Any, handler: MessageHandler) -> None:
+    async def _read(self, name: str, channel: Any, handler: MessageHandler) -> None:
         while True:
             try:
                 message = await channel.get_msg()
@@ -91,6 +96,8 @@ class KernelClient:
                 self._unreadable.report(exc)
                 continue
             try:
+                if self._on_raw is not None:  # before the handler: a raw reply precedes "finished"
+                    self._on_raw(name, message)
                 handler(message)
             except Exception as exc:
                 self._unhandled.report(exc)
@@ -125,8 +132,29 @@ class KernelClient:
         msg_id = self._client.execute(code, allow_stdin=allow_stdin, stop_on_error=False)
         return msg_id, self._expect_reply(msg_id)
 
+    def execute_silent(self, expressions: dict[str, str]) -> tuple[str, asyncio.Future[Message]]:
+        """Evaluate ``expressions`` without a trace: no history, no ``execution_count`` change, no
+        ``execute_input``; the values come back in the reply's ``user_expressions``."""
+        msg_id = self._client.execute(
+            "", silent=True, store_history=False, user_expressions=expressions, allow_stdin=False
+        )
+        return msg_id, self._expect_reply(msg_id)
+
     def send_input(self, value: str) -> None:
         self._client.input(value)
+
+    def send(self, channel: str, message: Message) -> None:
+        """Send a complete Jupyter message (a client's own header and msg_id) on ``channel``."""
+        channels = {"shell": self._client.shell_channel, "control": self._client.control_channel,
+                    "stdin": self._client.stdin_channel}  # fmt: skip
+        channels[channel].send(message)
+
+    def send_execute(self, message: Message) -> tuple[str, asyncio.Future[Message]]:
+        """Send a client's own ``execute_request``; returns its msg_id and the future of its reply."""
+        msg_id: str = message["header"]["msg_id"]
+        future = self._expect_reply(msg_id)
+        self._client.shell_channel.send(message)
+        return msg_id, future
 
     def forget(self, msg_id: str) -> None:
         future = self._replies.pop(msg_id, None)

@@ -34,6 +34,9 @@ class ExecutionResult:
     duration_ms: int
     truncated: bool = False
     reason: str | None = None
+    files: dict[str, Any] | None = None
+    resources: dict[str, Any] | None = None
+    n: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +98,7 @@ class Execution:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._outputs: list[Event] = []
+        self.kept: list[Event] = []  # every kept event, streams included, in order (for the history)
         self._error: dict[str, Any] | None = None
         self._execution_count: int | None = None
         self._reply_status: str | None = None
@@ -153,6 +157,7 @@ class Execution:
             self._dropped_bytes += size
             return
         self._kept_bytes += size
+        self.kept.append(event)
         if event["type"] == "stream":
             (self._stderr if event["name"] == "stderr" else self._stdout).append(event["text"])
         else:

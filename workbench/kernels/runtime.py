@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from workbench.errors import KernelFailed
-from workbench.kernels.client import KernelClient, Message
+from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
     SOCKET_PREFIX,
@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Listener = Callable[[Event], None]
+
+
+class RunHooks(Protocol):
+    """Work done in the queue around one run: ``before`` it starts, ``after`` it ended (before ``done``)."""
+
+    async def before(self, kernel_id: str | None) -> None: ...
+
+    async def after(self, execution: Execution) -> None: ...
+
+
 WATCH_INTERVAL = 0.5
 REPLAY_BYTES = 1024 * 1024
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
@@ -73,6 +83,7 @@ class SessionKernel:
         self.kernel_id: str | None = None
         self.state = "stopped"
         self.listeners: set[Listener] = set()
+        self.raw_listeners: set[RawHandler] = set()  # every kernel message, as is (the gateway's path)
         self._client: KernelClient | None = None
         self._pins: PinnedSockets | None = None
         self._orphan: asyncio.Future[Message] | None = None
@@ -173,7 +184,7 @@ class SessionKernel:
 
     def _new_client(self, info: dict[str, Any], pins: PinnedSockets) -> KernelClient:
         return KernelClient({**info, "ip": pins.ip}, on_iopub=self._on_iopub, on_stdin=self._on_stdin,
-                            name=f"session {self.session_id}")  # fmt: skip
+                            on_raw=self._on_raw, name=f"session {self.session_id}")  # fmt: skip
 
     async def attach(self, kernel_id: str) -> bool:
         """Adopt a kernel that outlived the server (its variables are still there), even one running code.
@@ -288,25 +299,46 @@ class SessionKernel:
 
     # execution
 
-    async def execute(self, request_id: str, code: str, *, timeout: float, allow_stdin: bool) -> Execution:
-        """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published)."""
+    async def execute(
+        self,
+        request_id: str,
+        code: str,
+        *,
+        timeout: float,
+        allow_stdin: bool,
+        hooks: RunHooks | None = None,
+        message: Message | None = None,
+    ) -> Execution:
+        """Queue ``code``; returns the finished execution (its ``result`` is set, ``done`` was published).
+
+        ``message``: a client's own ``execute_request`` (its header and msg_id), sent as is.
+        """
         execution = Execution(request_id, code, max_output_bytes=self.max_output_bytes, publish=self.publish)
         async with self._queue:
             await self.ensure_running()
-            await self._run(execution, timeout, allow_stdin)
+            if hooks is not None:
+                await hooks.before(self.kernel_id)
+            await self._run(execution, timeout, allow_stdin, message)
+            if hooks is not None:
+                await hooks.after(execution)
             self.publish(execution.done_event())
             if self._death is not None:
                 reason, self._death = self._death, None
                 await self._recover(reason)
         return execution
 
-    async def _run(self, execution: Execution, timeout: float, allow_stdin: bool) -> None:
+    async def _run(
+        self, execution: Execution, timeout: float, allow_stdin: bool, message: Message | None = None
+    ) -> None:
         assert self._client is not None
         self._current = execution
         self._replay = Outbox(max_bytes=REPLAY_BYTES)
         self.state = "busy"
         execution.started = time.monotonic()
-        msg_id, reply = self._client.execute(execution.code, allow_stdin=allow_stdin)
+        if message is None:
+            msg_id, reply = self._client.execute(execution.code, allow_stdin=allow_stdin)
+        else:
+            msg_id, reply = self._client.send_execute(message)
         execution.msg_id = msg_id
         reply.add_done_callback(execution.on_reply_future)
         watchdog = asyncio.create_task(self._watch(execution))
@@ -371,9 +403,49 @@ class SessionKernel:
         except Exception:
             log.exception("session %s: could not restart the kernel after it %s", self.session_id, reason)
 
+    async def inspect(self, expressions: dict[str, str], *, wait: float, timeout: float) -> Message | None:
+        """Evaluate ``expressions`` silently, in the queue's turn (never beside a running execution).
+
+        Nothing reaches the listeners (the kernel's messages for it answer no execution).  Waits at most
+        ``wait`` seconds for the turn (``TimeoutError``), then ``timeout`` for the reply, after which the
+        kernel is interrupted.  ``None`` when no kernel runs (a stopped kernel has no variables).
+        """
+        await asyncio.wait_for(self._queue.acquire(), wait)
+        try:
+            if self._client is None or self.state not in ("idle", "busy"):
+                return None
+            msg_id, reply = self._client.execute_silent(expressions)
+            try:
+                return await asyncio.wait_for(asyncio.shield(reply), timeout)
+            except TimeoutError:
+                await self.interrupt()
+                try:
+                    return await asyncio.wait_for(reply, self.interrupt_grace)
+                except TimeoutError:
+                    if self._client is not None:
+                        self._client.forget(msg_id)
+                    msg = "the kernel did not answer in time"
+                    raise KernelFailed(msg, code="kernel-timeout") from None
+        finally:
+            self._queue.release()
+
     def send_input(self, value: str) -> None:
         if self._client is not None:
             self._client.send_input(value)
+
+    def send_raw(self, channel: str, message: Message) -> bool:
+        """Pass a client's Jupyter message to the kernel as is; False when no kernel is connected."""
+        if self._client is None:
+            return False
+        self._client.send(channel, message)
+        return True
+
+    def _on_raw(self, channel: str, message: Message) -> None:
+        for listener in list(self.raw_listeners):
+            try:
+                listener(channel, message)
+            except Exception:
+                log.exception("session %s: a raw listener failed", self.session_id)
 
     # kernel messages
 

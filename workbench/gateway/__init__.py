@@ -1,0 +1,1 @@
+"""The Jupyter gateway protocol: JupyterLab, nbclient and papermill on Workbench sessions."""
