@@ -200,9 +200,11 @@ def concrete(operation: APIOperation[Any, Any, Any, Any], session_id: str) -> Fu
         "path": "hostile.txt",
         "name": "hostile.txt",
         "filename": "hostile.txt",
+        "token": TOKEN,
+        "n": "1",
     }
     names = {parameter.name for parameter in operation.path_parameters}
-    return operation.Case(path_parameters={name: parameters[name] for name in names})
+    return operation.Case(path_parameters={name: parameters.get(name, "python3") for name in names})
 
 
 OPERATIONS = [result.ok() for result in LIVE.get_all_operations()]  # type: ignore[union-attr]
