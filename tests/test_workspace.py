@@ -27,12 +27,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from workbench import workspace as workspace_module
 from workbench.errors import BadRequest, Conflict, NotFound, TooLarge, UnsupportedType
-from workbench.workspace import FileEntry, Workspace, normalize_path, wipe
+from workbench.workspace import PARTIAL_DIR, FileEntry, Workspace, normalize_path, wipe
 
 EXTENSIONS = (".xlsx", ".xls", ".parquet", ".csv", ".json", ".txt")
 CANARY = b"CANARY: the kernel must never see or change this"
@@ -133,7 +134,23 @@ def upload(ws: Workspace, path: str, data: bytes, chunk: int = 64 * 1024) -> Fil
 
 
 def leftovers(root: Path) -> list[str]:
-    return [name for _, _, files in os.walk(root) for name in files if name.startswith(".upload-")]
+    """Temporary upload files, as paths relative to ``root``."""
+    return [
+        os.path.relpath(os.path.join(top, name), root)
+        for top, _, files in os.walk(root)
+        for name in files
+        if name.startswith(".upload-")
+    ]
+
+
+def listing(root: Path | bytes) -> list[Any]:
+    """``os.listdir(root)`` without the folder of uploads in progress, which must be empty."""
+    partial = os.fsencode(PARTIAL_DIR) if isinstance(root, bytes) else PARTIAL_DIR
+    names = os.listdir(root)
+    if partial in names:
+        assert os.listdir(os.path.join(root, partial)) == []  # type: ignore[arg-type]
+        names.remove(partial)  # type: ignore[arg-type]
+    return names
 
 
 def read_download(ws: Workspace, path: str) -> bytes:
@@ -235,7 +252,7 @@ def test_normalize_path_root_only_when_allowed() -> None:
 
 def test_normalized_name_is_nfc_on_disk(area: Area) -> None:
     upload(area.ws, unicodedata.normalize("NFD", "café.csv"), b"a\n")
-    assert os.listdir(area.root) == [unicodedata.normalize("NFC", "café.csv")]
+    assert listing(area.root) == [unicodedata.normalize("NFC", "café.csv")]
 
 
 OPERATIONS = {
@@ -258,7 +275,7 @@ def test_every_operation_refuses_bad_paths(area: Area, operation: str, path: str
     (area.root / "present.csv").write_bytes(b"kept\n")
     with pytest.raises(BadRequest):
         OPERATIONS[operation](area.ws, path)
-    assert os.listdir(area.root) == ["present.csv"]
+    assert listing(area.root) == ["present.csv"]
     assert (area.root / "present.csv").read_bytes() == b"kept\n"
 
 
@@ -510,7 +527,7 @@ def test_recursive_delete_with_links_inside(area: Area) -> None:
     os.symlink(area.canary, area.root / "d" / "canary")
     os.symlink("../..", area.root / "d" / "e" / "upup")
     area.ws.delete("d", recursive=True)
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
 
 
 def test_usage_does_not_follow_links(tmp_path: Path) -> None:
@@ -680,14 +697,14 @@ def test_good_uploads(area: Area, name: str, data: bytes) -> None:
 def test_bad_content_refused(area: Area, name: str, data: bytes, folder: str) -> None:
     with pytest.raises(UnsupportedType):
         upload(area.ws, folder + name, data)
-    assert os.listdir(area.root) == []  # not the file, not its temporary file, not the folders made for it
+    assert listing(area.root) == []  # not the file, not its temporary file, not the folders made for it
 
 
 def test_refused_upload_keeps_folders_it_did_not_make(area: Area) -> None:
     (area.root / "kept").mkdir()
     with pytest.raises(UnsupportedType):
         upload(area.ws, "kept/made/fake.xlsx", b"not a zip")
-    assert os.listdir(area.root) == ["kept"]
+    assert listing(area.root) == ["kept"]
     assert os.listdir(area.root / "kept") == []
 
 
@@ -698,7 +715,7 @@ def test_refused_upload_keeps_folders_it_did_not_make(area: Area) -> None:
 def test_extension_refused(area: Area, name: str) -> None:
     with pytest.raises(UnsupportedType):
         area.ws.begin_upload(f"sub/{name}")
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
 
 
 def test_configured_extensions(tmp_path: Path) -> None:
@@ -716,7 +733,7 @@ def test_too_big(area: Area) -> None:
         upload(area.ws, "big.csv", b"x" * ((1 << 20) + 1))
     with pytest.raises(TooLarge):
         upload(area.ws, "new/big.csv", b"x" * ((1 << 20) + 1))
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
     upload(area.ws, "exact.csv", b"x" * (1 << 20))
 
 
@@ -727,7 +744,7 @@ def test_over_quota(tmp_path: Path) -> None:
     assert ws.usage_bytes() >= 150 * 1024
     with pytest.raises(TooLarge):
         upload(ws, "more.csv", b"x" * (150 * 1024))
-    assert sorted(os.listdir(tmp_path)) == ["existing.csv"]
+    assert sorted(listing(tmp_path)) == ["existing.csv"]
     upload(ws, "fits.csv", b"x" * (50 * 1024))
     (tmp_path / "filler.csv").write_bytes(b"z" * (100 * 1024))
     with pytest.raises(TooLarge):
@@ -787,7 +804,7 @@ def test_upload_parent_is_a_file(area: Area) -> None:
     (area.root / "a.csv").write_bytes(b"a\n")
     with pytest.raises(Conflict):
         area.ws.begin_upload("a.csv/b.csv")
-    assert os.listdir(area.root) == ["a.csv"]
+    assert listing(area.root) == ["a.csv"]
 
 
 def test_upload_modes_and_owner(tmp_path: Path) -> None:
@@ -821,7 +838,7 @@ def test_unicode_round_trip(area: Area) -> None:
     data = xlsx_bytes()
     entry = upload(area.ws, UNICODE_NAME, data)
     assert entry.name == UNICODE_NAME
-    assert os.listdir(os.fsencode(area.root)) == [UNICODE_NAME.encode("utf-8")]
+    assert listing(os.fsencode(area.root)) == [UNICODE_NAME.encode("utf-8")]
     (listed,), total = area.ws.list()
     assert total == 1
     assert listed.to_json()["name"] == UNICODE_NAME
@@ -831,7 +848,7 @@ def test_unicode_round_trip(area: Area) -> None:
     assert moved.path == "报告/部门预算报告2023-v2.xlsx"
     assert read_download(area.ws, moved.path) == data
     area.ws.delete("报告", recursive=True)
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
 
 
 # ------------------------------------------------------------------------------ rename / delete
@@ -872,7 +889,7 @@ def test_rename_into_itself_and_missing(area: Area) -> None:
     with pytest.raises(NotFound):
         area.ws.rename("missing.csv", "b.csv")
     assert not (area.root / "b.csv").exists()
-    assert sorted(os.listdir(area.root)) == ["d"]
+    assert sorted(listing(area.root)) == ["d"]
 
 
 def test_failed_rename_removes_the_folders_it_made(area: Area, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -884,7 +901,7 @@ def test_failed_rename_removes_the_folders_it_made(area: Area, monkeypatch: pyte
     monkeypatch.setattr(workspace_module, "_rename_noreplace", cross_device)
     with pytest.raises(BadRequest):
         area.ws.rename("a.csv", "old/new/deeper/a.csv")
-    assert sorted(os.listdir(area.root)) == ["a.csv", "old"]
+    assert sorted(listing(area.root)) == ["a.csv", "old"]
     assert os.listdir(area.root / "old") == []
 
 
@@ -904,7 +921,7 @@ def test_delete(area: Area) -> None:
     os.mkfifo(area.root / "d" / "fifo")
     (area.root / "d" / "e").chmod(0)
     area.ws.delete("d", recursive=True)
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
     assert area.root.is_dir()
 
 
@@ -912,7 +929,7 @@ def test_delete_deep_folder(area: Area) -> None:
     (area.root / "x").mkdir()
     make_deep(area.root / "x", 1500)
     area.ws.delete("x", recursive=True)
-    assert os.listdir(area.root) == []
+    assert listing(area.root) == []
 
 
 # ------------------------------------------------------------------------------ wipe

@@ -13,16 +13,19 @@ so whatever a kernel plants in its workspace (links, FIFOs, hard links) never be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from workbench.tokens import TENANT_NAME
 from workbench.workspace import FileEntry, Workspace
 
-__all__ = ["LIBRARY_DIR_MODE", "Library", "copy_file", "library_key"]
+__all__ = ["LIBRARY_DIR_MODE", "UPLOADS_DIR", "Library", "copy_file", "library_key"]
 
 LIBRARY_DIR_MODE = 0o755
+UPLOADS_DIR = ".uploads"
+"""Beside the tenants' libraries: ``UPLOADS_DIR/<key>`` holds each library's uploads in progress."""
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -46,6 +49,17 @@ class Library(Workspace):
         except FileExistsError:
             return
         self.root.chmod(LIBRARY_DIR_MODE)
+
+    @contextlib.contextmanager
+    def _partial_parent(self) -> Iterator[int]:
+        """Uploads in progress wait outside the library, which kernels list at ``/library``."""
+        parent = self.root.parent / UPLOADS_DIR / self.root.name
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def publish(self, source: Workspace, path: str, target: str) -> FileEntry:
         """Copy the regular file ``path`` of ``source`` to ``target`` here (blocking).

@@ -468,7 +468,7 @@ def execute_paths() -> JSON:
         "Run code in the session's kernel",
         {"200": result},
         tag="execution",
-        errors=(400, 404, 413, 422, 503),
+        errors=(400, 404, 413, 422, 429, 503),
         body=json_request(schema("ExecuteRequest")),
         description="On `timeout` the kernel was interrupted (and restarted if the interrupt did not land); "
         "the session stays usable.",

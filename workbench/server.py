@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
+import time
 
 from tornado.httpserver import HTTPServer
 
@@ -17,11 +19,14 @@ from workbench.framing import StrictFraming
 from workbench.image import default_image_name
 from workbench.inflight import InFlight
 from workbench.kernels.launcher import DockerLauncher
+from workbench.library import UPLOADS_DIR
 from workbench.reaper import Reaper
 from workbench.sessions import SessionManager
+from workbench.workspace import clear_partial_uploads
 
 log = logging.getLogger("workbench")
 SHUTDOWN_GRACE = 30
+SWITCH_INTERVAL = 0.001
 
 
 def configure_logging(level: str) -> None:
@@ -52,7 +57,17 @@ async def start_up(manager: SessionManager, reaper: Reaper) -> None:
     reaper.start()
 
 
+def _report_cleanup(future: asyncio.Future[int]) -> None:
+    if future.exception() is not None:
+        log.warning("could not remove partial uploads: %s", future.exception())
+    elif future.result():
+        log.info("removed %d partial upload(s) left by a previous run", future.result())
+
+
 async def serve(settings: Settings) -> None:
+    # File work runs Python on threads (walks of big trees): a short switch interval hands the GIL back to
+    # the event loop within a millisecond instead of five, so other requests don't wait in line behind it.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.database_url)
     await asyncio.get_running_loop().run_in_executor(None, database.upgrade)
@@ -65,6 +80,11 @@ async def serve(settings: Settings) -> None:
     )
     manager = SessionManager(settings, database, launcher)
     manager.prepare_state_dir()
+    for uploads in (settings.workspaces_dir, settings.library_dir / UPLOADS_DIR):
+        partial = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(clear_partial_uploads, uploads, before=time.time())
+        )  # in the background: uploads of this server are newer, so it never races them
+        partial.add_done_callback(_report_cleanup)
     token = settings.token
     if not token:
         token, created = load_or_create_admin_token(settings.state_dir)

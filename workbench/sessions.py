@@ -21,7 +21,9 @@ from workbench.config import Settings
 from workbench.db.models import ExecutionRow, SessionRow, utcnow
 from workbench.db.store import Database
 from workbench.errors import Conflict, Invalid, KernelFailed, LimitReached, NotFound, WorkbenchError
+from workbench.fairness import FairPool
 from workbench.history import HistoryLog, kept_outputs
+from workbench.kernels.admission import Ticket, check_code, stored_code
 from workbench.kernels.connection import runtime_dir_for
 from workbench.kernels.execution import Event, ExecutionResult
 from workbench.kernels.launcher import ContainerLimits, KernelLauncher, LaunchRequest
@@ -31,6 +33,7 @@ from workbench.library import Library, library_key
 from workbench.pool import Slot, WarmPool
 from workbench.reattach import Reattach
 from workbench.runinfo import LastSnapshots, Meters, RunInfo
+from workbench.usage import CachedUsage
 from workbench.volumes import Volumes
 from workbench.workspace import FileEntry, Workspace, wipe
 
@@ -74,6 +77,8 @@ class SessionManager:
         self.history = HistoryLog(db, budget_bytes=settings.history_output_kb * 1024)
         self._meters = Meters()
         self._snapshots = LastSnapshots()
+        self.files = FairPool()  # file work, fair between tenants
+        self.usage = CachedUsage()  # the upload quota's usage figures (a single seam)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping in the background, keeping a reference until it is done."""
@@ -179,7 +184,8 @@ class SessionManager:
         settings = self.settings
         return Workspace(self.workspace_path(session_id), quota_bytes=settings.workspace_quota_mb * 2**20,
                          max_upload_bytes=settings.max_upload_mb * 2**20,
-                         allowed_extensions=settings.upload_extensions, owner=self.owner)  # fmt: skip
+                         allowed_extensions=settings.upload_extensions, owner=self.owner,
+                         meter=self.usage)  # fmt: skip
 
     async def library(self, principal: Principal) -> Library:
         """The caller's tenant library (made on first use), for file operations."""
@@ -452,16 +458,23 @@ class SessionManager:
         allow_stdin: bool = False,
         files: bool = True,
         message: dict[str, Any] | None = None,
+        ticket: Ticket | None = None,
     ) -> ExecutionResult:
-        """Run ``code``; ``files=False`` skips the run's file change-set."""
+        """Run ``code``; ``files=False`` skips the run's file change-set; ``ticket`` is its place in the
+        session's queue if the caller took one already."""
         timeout = self.execute_timeout(timeout)
+        check_code(code, self.settings.max_code_kb)
         kernel = await self.kernel(session_id)
+        ticket = ticket or kernel.admission.admit()
         execution_id = uuid.uuid4().hex
         request_id = request_id or execution_id
         info = self._run_info(session_id, kernel, files)
-        execution = await kernel.execute(
-            request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info, message=message
-        )
+        try:
+            execution = await kernel.execute(
+                request_id, code, timeout=timeout, allow_stdin=allow_stdin, hooks=info, message=message
+            )
+        finally:
+            ticket.release()
         result = execution.complete()
         metrics.EXECUTIONS.labels(result.status).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
@@ -469,7 +482,8 @@ class SessionManager:
         error = result.error or {}
         # One write per execution, batched off the hot path (the history writer keeps them in order).
         self.history.record(ExecutionRow(
-            id=execution_id, session_id=session_id, request_id=request_id, source=source, code=code,
+            id=execution_id, session_id=session_id, request_id=request_id, source=source,
+            code=stored_code(code),
             status=result.status, execution_count=result.execution_count,
             started_at=finished - dt.timedelta(milliseconds=result.duration_ms), finished_at=finished,
             duration_ms=result.duration_ms, output_bytes=execution.output_bytes, truncated=result.truncated,
@@ -603,6 +617,7 @@ class SessionManager:
             detach_library(library_slot)
             library_slot.rmdir()
         workspace = self.workspace_path(session_id)
+        self.usage.forget(workspace)
         if workspace.exists():
             wipe(workspace)
         shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
@@ -698,6 +713,7 @@ class SessionManager:
                     await kernel.detach()
             except Exception:
                 log.exception("session %s: error while shutting down", session_id)
+        self.files.close()
 
 
 def new_session_id() -> str:

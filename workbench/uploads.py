@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from streaming_form_data import StreamingFormDataParser
-from streaming_form_data.parser import ParseFailedException
+from streaming_form_data.parser import ParseFailedException, parse_content_boundary
 from streaming_form_data.targets import BaseTarget
 
 from workbench.errors import BadRequest, TooLarge, UnsupportedType, WorkbenchError
+from workbench.fairness import Runner
 from workbench.metrics import BYTES_UPLOADED
 from workbench.workspace import FileEntry, Upload, Workspace
 
@@ -40,11 +41,15 @@ MAX_FIELD_BYTES = 4096
 """Largest plain (non-file) field of a multipart form."""
 MULTIPART_OVERHEAD = 1024 * 1024
 """Bytes a multipart body may hold on top of its files' limits (part headers, boundaries, fields)."""
+MAX_FIELDS = 8
+"""Most parts of a multipart form that are not files (the ``path`` field, and a few a client may add)."""
+MAX_PART_HEADER_BYTES = 8 * 1024
+"""Largest header block of one part of a multipart form."""
 
 _T = TypeVar("_T")
 
 
-async def blocking(function: Callable[..., _T], *args: object) -> _T:
+async def blocking(function: Callable[..., _T], *args: Any) -> _T:
     """Run a blocking call (file I/O) on the default thread pool."""
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
@@ -97,8 +102,9 @@ class FileSink:
     file under a write in flight.
     """
 
-    def __init__(self, upload: Upload) -> None:
+    def __init__(self, upload: Upload, run: Runner = blocking) -> None:
         self.upload = upload
+        self.run = run
         self._buffer = bytearray()
         self._lock = asyncio.Lock()
 
@@ -112,7 +118,7 @@ class FileSink:
         try:
             await self._drain()
             async with self._lock:
-                entry = await blocking(self.upload.commit)
+                entry = await self.run(self.upload.commit)
         except BaseException:
             await self.abort()
             raise
@@ -122,13 +128,13 @@ class FileSink:
     async def abort(self) -> None:
         self._buffer.clear()
         async with self._lock:
-            await blocking(self.upload.abort)
+            await self.run(self.upload.abort)
 
     async def _drain(self) -> None:
         data = bytes(self._buffer)
         self._buffer.clear()
         async with self._lock:
-            await blocking(self.upload.write, data)
+            await self.run(self.upload.write, data)
 
 
 class MultipartUpload:
@@ -140,14 +146,18 @@ class MultipartUpload:
     large or cut short leaves nothing.
     """
 
-    def __init__(self, workspace: Workspace, headers: Mapping[str, str], *, max_files: int) -> None:
+    def __init__(
+        self, workspace: Workspace, headers: Mapping[str, str], *, max_files: int, run: Runner = blocking
+    ) -> None:
         try:
             self._parser = StreamingFormDataParser(headers)
         except ParseFailedException:
             msg = "the body must be multipart/form-data with a boundary"
             raise UnsupportedType(msg, code="not-multipart") from None
         self.workspace = workspace
+        self.run = run
         self.max_files = max_files
+        self._bounds = PartBounds(parse_content_boundary(headers), max_parts=max_files + MAX_FIELDS)
         self.max_bytes = workspace.quota_bytes + MULTIPART_OVERHEAD
         self.folder = ""
         self.received = 0
@@ -161,6 +171,7 @@ class MultipartUpload:
         if self.received > self.max_bytes:
             msg = "the request body is larger than the workspace quota"
             raise TooLarge(msg)
+        self._bounds.feed(chunk)  # before the parser sees a part, so it never works on more than that
         try:
             await self._parser.adata_received(chunk)
         except (ParseFailedException, UnicodeDecodeError):
@@ -204,8 +215,8 @@ class MultipartUpload:
             msg = f"a file name must not contain '/': {filename}"
             raise BadRequest(msg)
         path = f"{self.folder}/{filename}" if self.folder else filename
-        upload = await blocking(self.workspace.begin_upload, path)
-        self.sinks.append(FileSink(upload))
+        upload = await self.run(self.workspace.begin_upload, path)
+        self.sinks.append(FileSink(upload, self.run))
         self._open_part = True
 
     async def feed_file(self, chunk: bytes) -> None:
@@ -223,6 +234,72 @@ class MultipartUpload:
         except UnicodeDecodeError:
             msg = "the `path` field is not UTF-8"
             raise BadRequest(msg) from None
+
+
+class PartBounds:
+    """Counts the parts of a multipart body and measures their header blocks as the raw bytes go by.
+
+    The parser does real work per part (it parses each header line with :mod:`email`), so a form of many
+    tiny fields would cost seconds of event loop: past ``max_parts`` parts, or a part header block larger
+    than :data:`MAX_PART_HEADER_BYTES`, the body is refused (400) before the parser sees it.  The search is
+    ``bytes.find`` over each chunk, with a few bytes carried over to catch what spans two chunks.
+    """
+
+    def __init__(self, boundary: bytes, *, max_parts: int) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self.max_parts = max_parts
+        self.parts = 0
+        self._tail = b"\r\n"  # the body opens with the delimiter, without its CRLF
+        self._offset = -2  # where ``_tail`` starts in the body
+        self._header_start: int | None = None  # where the open part's header block starts, if in one
+        self._ended = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._ended:
+            return
+        data = self._tail + chunk
+        base, pos = self._offset, 0
+        while not self._ended:
+            if self._header_start is not None:
+                pos = self._header_end(data, base, pos)
+                if pos < 0:
+                    pos = len(data)
+                    break
+            found = data.find(self.delimiter, pos)
+            if found < 0:
+                break
+            self.parts += 1
+            if self.parts > self.max_parts + 1:  # the closing delimiter counts once too
+                msg = f"the form has more than {self.max_parts} parts"
+                raise BadRequest(msg, code="too-many-parts")
+            pos = found + len(self.delimiter)
+            self._header_start = base + pos
+        keep = min(len(data), max(self._header_keep(base, len(data)), len(self.delimiter) - 1))
+        cut = max(len(data) - keep, 0)
+        self._tail = data[cut:]
+        self._offset = base + cut
+
+    def _header_keep(self, base: int, size: int) -> int:
+        return size - (self._header_start - base) if self._header_start is not None else 0
+
+    def _header_end(self, data: bytes, base: int, pos: int) -> int:
+        """Past the open part's header block in ``data``, or -1 if it goes on beyond ``data``."""
+        assert self._header_start is not None
+        start = max(pos, self._header_start - base)
+        if data[start : start + 2] == b"--":  # the closing delimiter: the rest is an epilogue
+            self._ended = True
+            return len(data)
+        if len(data) - start < 2:
+            return -1
+        end = data.find(b"\r\n\r\n", start)
+        size = (end if end >= 0 else len(data)) - start
+        if size > MAX_PART_HEADER_BYTES:
+            msg = f"a part's headers are longer than {MAX_PART_HEADER_BYTES} bytes"
+            raise BadRequest(msg, code="part-header-too-large")
+        if end < 0:
+            return -1
+        self._header_start = None
+        return end + 4
 
 
 class _FileTarget(BaseTarget):  # type: ignore[misc]  # streaming-form-data ships no type information

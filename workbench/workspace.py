@@ -27,11 +27,14 @@ Decisions worth knowing:
   :data:`JSON_PARSE_LIMIT` are not parsed in full (that would take gigabytes of server memory): they must
   decode as UTF-8 and open and close with a matching bracket.
 * A refused or aborted upload leaves nothing behind: not its temporary file, nor the parent folders it
-  made (those still empty are removed again).
+  made (those still empty are removed again).  Uploads in progress are written in :data:`PARTIAL_DIR`, a
+  folder at the top of the workspace that is never listed and that no path may name; what a killed server
+  left there is removed at the next start (:func:`clear_partial_uploads`).
 * The upload quota counts allocated blocks (``st_blocks * 512``, hard links once) of the whole tree when
   the upload starts, plus the bytes written so far (on a workspace file system of its own: the file
   system's count of used blocks).  Concurrent uploads to one workspace each see the usage at their own
-  start.
+  start.  A :class:`UsageMeter` given to the workspace answers that figure instead of a walk (the server
+  caches it, see :mod:`workbench.usage`).
 * :meth:`Workspace.rename` refuses to replace an existing target atomically with
   ``renameat2(RENAME_NOREPLACE)``; where the C library or the file system lacks it, it falls back to a
   check-then-rename (the kernel could create the target in between; it would then be replaced, which stays
@@ -44,6 +47,7 @@ import codecs
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import mimetypes
 import os
@@ -57,7 +61,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from workbench.errors import BadRequest, Conflict, NotFound, TooLarge, UnsupportedType, WorkbenchError
 
@@ -67,8 +71,10 @@ __all__ = [
     "EntryType",
     "FileEntry",
     "Upload",
+    "UsageMeter",
     "Workspace",
     "check_content",
+    "clear_partial_uploads",
     "mime_type",
     "normalize_path",
     "wipe",
@@ -86,6 +92,9 @@ JSON_PARSE_LIMIT = 16 * 1024 * 1024
 """JSON uploads up to this size are parsed in full; larger ones get a lighter check."""
 UPLOAD_PREFIX = ".upload-"
 UPLOAD_SUFFIX = ".part"
+PARTIAL_DIR = ".workbench-partial"
+"""Folder at the top of a workspace that holds the uploads in progress; no route lists or reaches it."""
+PARTIAL_DIR_MODE = 0o700
 FILE_MODE = 0o664
 DIR_MODE = 0o775
 
@@ -131,6 +140,8 @@ def normalize_path(path: str, *, allow_root: bool = False) -> tuple[str, ...]:
     parts = tuple(text.split("/"))
     if len(parts) > MAX_COMPONENTS:
         raise BadRequest(f"the path has more than {MAX_COMPONENTS} components")
+    if parts[0] == PARTIAL_DIR:
+        raise BadRequest(f"{PARTIAL_DIR} is reserved for uploads in progress")
     for part in parts:
         _check_name(part, text)
     return parts
@@ -552,6 +563,41 @@ def _remove_dir(parent_fd: int, name: str) -> None:
         os.close(fd)
 
 
+def clear_partial_uploads(workspaces: Path, *, before: float) -> int:
+    """Remove what :data:`PARTIAL_DIR` of every workspace holds from before ``before`` (a time stamp): the
+    uploads a killed server left behind.  Newer entries belong to uploads of the running server.  Returns
+    how many entries were removed."""
+    removed = 0
+    try:
+        names = os.listdir(workspaces)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        try:
+            root = os.open(Path(workspaces) / name / PARTIAL_DIR, _DIR_FLAGS)
+        except OSError:
+            continue  # no uploads ever, or not a folder of ours
+        try:
+            removed += _clear_stale(root, before)
+        finally:
+            os.close(root)
+    return removed
+
+
+def _clear_stale(fd: int, before: float) -> int:
+    removed = 0
+    with os.scandir(fd) as entries:
+        stale = [e for e in entries if e.stat(follow_symlinks=False).st_mtime < before]
+    for entry in stale:
+        with contextlib.suppress(OSError, WorkbenchError):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_dir(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+            removed += 1
+    return removed
+
+
 def wipe(root: Path) -> None:
     """Remove a whole workspace directory (a session was deleted or expired); nothing if it is gone.
 
@@ -696,7 +742,8 @@ def check_content(fd: int, extension: str) -> None:
 
 
 class Upload:
-    """An upload in progress: a temporary file in the target folder, renamed into place by :meth:`commit`.
+    """An upload in progress: a temporary file in :data:`PARTIAL_DIR`, renamed into the target folder by
+    :meth:`commit` (so a partial file is never listed, even after a crash; see :func:`clear_partial_uploads`).
 
     Made by :meth:`Workspace.begin_upload`.  Use it as a context manager (or call :meth:`abort`): leaving
     the block without a commit removes the temporary file and closes the fds.
@@ -706,6 +753,7 @@ class Upload:
         self,
         *,
         dir_fd: int,
+        temp_dir_fd: int,
         fd: int,
         temp_name: str,
         parts: tuple[str, ...],
@@ -714,8 +762,11 @@ class Upload:
         base_usage: int,
         cleanup: Callable[[], None] | None = None,
         label: str = "workspace",
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_commit = on_commit
         self._dir_fd = dir_fd
+        self._temp_dir_fd = temp_dir_fd
         self._cleanup = cleanup
         self._fd = fd
         self._temp = temp_name
@@ -766,7 +817,7 @@ class Upload:
             os.fsync(self._fd)
             st = os.fstat(self._fd)
             self._check_temp()
-            os.rename(self._temp, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            os.rename(self._temp, self.name, src_dir_fd=self._temp_dir_fd, dst_dir_fd=self._dir_fd)
         except WorkbenchError:
             self.abort()
             raise
@@ -774,6 +825,8 @@ class Upload:
             self.abort()
             raise _os_error(exc, self.path) from exc
         self._state = "committed"
+        if self._on_commit is not None:
+            self._on_commit(st.st_blocks * 512)
         with contextlib.suppress(OSError):
             os.fsync(self._dir_fd)
         self._close()
@@ -785,9 +838,9 @@ class Upload:
             return
         self._state = "aborted"
         try:
-            st = _lstat_at(self._dir_fd, self._temp)
+            st = _lstat_at(self._temp_dir_fd, self._temp)
             if st is not None and _ident(st) == self._ident:
-                os.unlink(self._temp, dir_fd=self._dir_fd)
+                os.unlink(self._temp, dir_fd=self._temp_dir_fd)
         except OSError:
             pass
         finally:
@@ -809,14 +862,14 @@ class Upload:
             raise Conflict(f"{self.path} exists and is not a regular file")
 
     def _check_temp(self) -> None:
-        st = _lstat_at(self._dir_fd, self._temp)
+        st = _lstat_at(self._temp_dir_fd, self._temp)
         if st is None or _ident(st) != self._ident:
             raise Conflict("the upload's temporary file was moved or replaced")
 
     def _close(self) -> None:
-        for fd in (self._fd, self._dir_fd):
+        for fd in (self._fd, self._dir_fd, self._temp_dir_fd):
             _close(fd)
-        self._fd = self._dir_fd = -1
+        self._fd = self._dir_fd = self._temp_dir_fd = -1
 
 
 def _size(n: int) -> str:
@@ -863,6 +916,16 @@ _Entries = list[FileEntry]
 _Created = list[int]  # indexes of the path components an operation created
 
 
+class UsageMeter(Protocol):
+    """Where a workspace's usage comes from, for the upload quota (blocking calls, on a thread)."""
+
+    def usage(self, workspace: Workspace) -> int:
+        """Bytes the workspace uses."""
+
+    def charge(self, workspace: Workspace, nbytes: int) -> None:
+        """An upload added ``nbytes`` to the workspace."""
+
+
 class Workspace:
     """One session's workspace directory on the host.  Every call resolves paths afresh from the root.
 
@@ -880,8 +943,10 @@ class Workspace:
         max_upload_bytes: int,
         allowed_extensions: tuple[str, ...],
         owner: tuple[int, int] | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.root = Path(root)
+        self.meter = meter
         self.quota_bytes = quota_bytes
         self.max_upload_bytes = max_upload_bytes
         extensions = {e.strip().lower().lstrip(".") for e in allowed_extensions}
@@ -965,22 +1030,26 @@ class Workspace:
         parts = normalize_path(path)
         if check_type:
             self._check_extension(parts[-1])
-        base_usage = self.usage_bytes()
+        base_usage = self.usage_bytes() if self.meter is None else self.meter.usage(self)
         if base_usage >= self.quota_bytes:
             raise TooLarge(f"the {self.label} is over its quota ({_size(self.quota_bytes)})")
         created: _Created = []
         dir_fd = self._open_folder(parts[:-1], create=True, created=created)
+        temp_dir_fd = -1
         try:
             st = _lstat_at(dir_fd, parts[-1])
             if st is not None and not stat.S_ISREG(st.st_mode):
                 raise Conflict(f"{_join(parts)} exists and is not a regular file")
-            temp, fd = self._create_temp(dir_fd, _join(parts))
+            temp_dir_fd = self._open_partial_dir()
+            temp, fd = self._create_temp(temp_dir_fd, _join(parts))
         except BaseException:
             os.close(dir_fd)
+            _close(temp_dir_fd)
             self._prune(parts[:-1], created)
             raise
         return Upload(
             dir_fd=dir_fd,
+            temp_dir_fd=temp_dir_fd,
             fd=fd,
             temp_name=temp,
             parts=parts,
@@ -989,6 +1058,7 @@ class Workspace:
             base_usage=base_usage,
             label=self.label,
             cleanup=(lambda: self._prune(parts[:-1], created)) if created else None,
+            on_commit=None if self.meter is None else functools.partial(self.meter.charge, self),
         )
 
     def rename(self, path: str, new_path: str) -> FileEntry:
@@ -1072,6 +1142,8 @@ class Workspace:
             raise _os_error(exc, _join(prefix) or "the workspace") from exc
         with scanner:
             for item in scanner:
+                if not prefix and item.name == PARTIAL_DIR:
+                    continue
                 try:
                     st = item.stat(follow_symlinks=False)
                 except OSError:
@@ -1099,6 +1171,28 @@ class Workspace:
         if ext not in self.allowed_extensions:
             allowed = ", ".join("." + e for e in self.allowed_extensions)
             raise UnsupportedType(f"files of this type can't be uploaded: {name} (allowed: {allowed})")
+
+    @contextlib.contextmanager
+    def _partial_parent(self) -> Iterator[int]:
+        """An fd of the folder holding :data:`PARTIAL_DIR`: the workspace's root."""
+        with self._folder(()) as root:
+            yield root
+
+    def _open_partial_dir(self) -> int:
+        """An fd of :data:`PARTIAL_DIR`, made (private to the server) if missing; whatever else the kernel
+        put under that name is removed first."""
+        with self._partial_parent() as root:
+            for _ in range(3):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(PARTIAL_DIR, PARTIAL_DIR_MODE, dir_fd=root)
+                try:
+                    return _open_subdir(root, PARTIAL_DIR)
+                except OSError as exc:
+                    if exc.errno not in {errno.ENOTDIR, errno.ELOOP, errno.ENOENT}:
+                        raise _os_error(exc, "the upload folder") from exc
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(PARTIAL_DIR, dir_fd=root)
+        raise Conflict("could not create a temporary file for the upload")
 
     def _create_temp(self, dir_fd: int, shown: str) -> tuple[str, int]:
         for _ in range(16):

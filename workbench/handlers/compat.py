@@ -14,7 +14,6 @@ from typing import Any
 from workbench.errors import BadRequest
 from workbench.handlers.files import FilesAPIHandler, MultipartHandler
 from workbench.handlers.sessions import SESSION_ID
-from workbench.uploads import blocking
 from workbench.workspace import MAX_LIST_LIMIT, FileEntry, Workspace
 
 
@@ -22,7 +21,7 @@ class CompatListHandler(FilesAPIHandler):
     async def get(self, session_id: str) -> None:
         self.check_refusal()
         workspace = await self.open_workspace(session_id, "file-list", None)
-        entries = await blocking(top_level_files, workspace)
+        entries = await self.blocking(top_level_files, workspace)
         self.write_json([compat_entry(entry, session_id) for entry in entries])
 
 

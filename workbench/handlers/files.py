@@ -23,6 +23,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from workbench.errors import BadRequest, Invalid, TooLarge, WorkbenchError
+from workbench.fairness import Runner
 from workbench.handlers.base import APIHandler
 from workbench.handlers.sessions import SESSION_ID
 from workbench.metrics import BYTES_DOWNLOADED
@@ -33,7 +34,6 @@ from workbench.uploads import (
     FileSink,
     MultipartUpload,
     SmallBody,
-    blocking,
 )
 from workbench.workspace import MAX_LIST_LIMIT, FileEntry, Workspace
 
@@ -160,6 +160,11 @@ class FilesAPIHandler(APIHandler):
 
     # -- shared steps
 
+    @property
+    def blocking(self) -> Runner:
+        """Runs file work on the server's file pool, within this tenant's share of it."""
+        return self.manager.files.runner(self.principal.name)
+
     async def open_workspace(self, session_id: str, kind: str, detail: str | None) -> Workspace:
         """The session's workspace (404 for an unknown session), with the operation recorded as activity."""
         workspace = await self.manager.workspace(session_id)
@@ -174,7 +179,7 @@ class FilesAPIHandler(APIHandler):
     async def begin_put(self, root: Workspace, path: str) -> FileSink:
         """Take the body as the file ``path`` of ``root`` (a workspace or a library)."""
         self.allow_body(root.max_upload_bytes)
-        return FileSink(await blocking(root.begin_upload, path))
+        return FileSink(await self.blocking(root.begin_upload, path), self.blocking)
 
     async def start_multipart(self, session_id: str, *, max_files: int) -> MultipartUpload:
         workspace = await self.open_workspace(session_id, "file-upload", None)
@@ -182,7 +187,7 @@ class FilesAPIHandler(APIHandler):
 
     def begin_multipart(self, root: Workspace, *, max_files: int) -> MultipartUpload:
         """Take the body as a multipart form of files for ``root`` (a workspace or a library)."""
-        upload = MultipartUpload(root, self.request.headers, max_files=max_files)
+        upload = MultipartUpload(root, self.request.headers, max_files=max_files, run=self.blocking)
         self.allow_body(upload.max_bytes)
         return upload
 
@@ -194,7 +199,7 @@ class FilesAPIHandler(APIHandler):
         limit, offset = self.count("limit", MAX_LIST_LIMIT), self.count("offset", 0)
         root = await open_root(path)
         list_page = functools.partial(root.list, path, recursive=recursive, limit=limit, offset=offset)
-        entries, total = await blocking(list_page)
+        entries, total = await self.blocking(list_page)
         files = [entry.to_json() for entry in entries]
         self.write_json({"files": files, "total": total, "offset": offset, "limit": limit})
 
@@ -212,7 +217,7 @@ class FilesAPIHandler(APIHandler):
 
     async def send_file(self, workspace: Workspace, path: str) -> None:
         """The file at ``path``: whole, one byte range (206), or 304 for a matching ``If-None-Match``."""
-        fd, entry, st = await blocking(_open_file, workspace, path)
+        fd, entry, st = await self.blocking(_open_file, workspace, path)
         try:
             tag = etag(st)
             self.set_file_headers(entry, st, tag)
@@ -251,7 +256,7 @@ class FilesAPIHandler(APIHandler):
     async def stream_file(self, fd: int, start: int, end: int) -> None:
         offset = start
         while offset < end:
-            chunk = await blocking(os.pread, fd, min(READ_SIZE, end - offset), offset)
+            chunk = await self.blocking(os.pread, fd, min(READ_SIZE, end - offset), offset)
             if not chunk:
                 self.cut_connection("the file shrank while it was being sent")
                 return
@@ -355,14 +360,14 @@ class FileHandler(FilesAPIHandler):
             msg = "`new_path` (a string) is required"
             raise Invalid(msg, code="missing-new-path")
         workspace = await self.open_workspace(session_id, "file-rename", f"{path} -> {new_path}")
-        entry = await blocking(workspace.rename, path, new_path)
+        entry = await self.blocking(workspace.rename, path, new_path)
         self.write_json(entry.to_json())
 
     async def delete(self, session_id: str, path: str) -> None:
         self.check_refusal()
         recursive = self.flag("recursive")
         workspace = await self.open_workspace(session_id, "file-delete", path)
-        await blocking(functools.partial(workspace.delete, path, recursive=recursive))
+        await self.blocking(functools.partial(workspace.delete, path, recursive=recursive))
         self.set_status(204)
         self.finish()
 

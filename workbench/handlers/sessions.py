@@ -9,6 +9,7 @@ from typing import Any
 from workbench.errors import Invalid, TooLarge
 from workbench.handlers.base import APIHandler
 from workbench.handlers.ndjson import failure_message, stream_events, wants_ndjson
+from workbench.kernels.admission import check_code
 from workbench.kernels.execution import failed_done_event
 from workbench.outbox import Event
 
@@ -92,9 +93,7 @@ class ExecuteHandler(APIHandler):
         if not isinstance(code, str):
             msg = "`code` (a string) is required"
             raise Invalid(msg, code="missing-code")
-        if len(code.encode()) > limit:
-            msg = f"`code` is larger than {self.manager.settings.max_code_kb} KiB"
-            raise TooLarge(msg)
+        check_code(code, self.manager.settings.max_code_kb)
         files = body.get("files", True)
         if not isinstance(files, bool):
             msg = "`files` must be true or false"

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from tornado import websocket
 
 from workbench import jsonvalues, metrics
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.browser_auth import SUBPROTOCOL, same_origin, token_from_subprotocols
-from workbench.errors import WorkbenchError
+from workbench.errors import TooLarge, WorkbenchError
 from workbench.handlers.base import request_summary
+from workbench.inbound import InboundBudget
+from workbench.kernels.admission import Ticket, check_code
 from workbench.kernels.execution import failed_done_event
 from workbench.kernels.runtime import SessionKernel
 from workbench.outbox import Event, Outbox
 from workbench.sessions import SessionManager
 
 log = logging.getLogger(__name__)
+INBOUND = InboundBudget()
+FRAME_OVERHEAD = 64 * 1024
+"""Bytes an execute frame may hold besides its code; larger frames are refused without being decoded."""
 
 
 class SessionSocket(websocket.WebSocketHandler):
@@ -29,6 +35,9 @@ class SessionSocket(websocket.WebSocketHandler):
     principal: Principal
     session_id: str
     kernel: SessionKernel | None = None
+    closed = False
+    connected: ClassVar[collections.Counter[str]] = collections.Counter()
+    """Open sockets per session id."""
 
     @property
     def manager(self) -> SessionManager:
@@ -77,7 +86,8 @@ class SessionSocket(websocket.WebSocketHandler):
         self.set_nodelay(True)
         metrics.WEBSOCKETS.inc()
         self.outbox = Outbox()
-        self.executions: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.executions: asyncio.Queue[tuple[dict[str, Any], Ticket] | None] = asyncio.Queue()
+        self.connected[self.session_id] += 1
         self.sender = asyncio.create_task(self._send_loop())
         self.executor = asyncio.create_task(self._execute_loop())
         try:
@@ -108,9 +118,16 @@ class SessionSocket(websocket.WebSocketHandler):
     async def _execute_loop(self) -> None:
         """This client's execute frames, in order (the kernel's queue orders them among all clients).
 
-        Frames a client sent before it went away still run (it may reconnect for the results).
+        When the client goes away, the execute running goes on to its end (a client that reconnects gets
+        its output and ``done``); the ones still queued run only if another client of the session is
+        connected to see them, else they are dropped.
         """
-        while (frame := await self.executions.get()) is not None:
+        while (item := await self._next_execute()) is not None:
+            frame, ticket = item
+            if self.closed and not self.connected[self.session_id]:
+                ticket.release()
+                log.info("session %s: dropped execute %r of a closed WebSocket", self.session_id, frame["id"])
+                continue
             try:
                 await self.manager.execute(
                     self.session_id,
@@ -120,24 +137,57 @@ class SessionSocket(websocket.WebSocketHandler):
                     source="ws",
                     allow_stdin=True,
                     files=frame.get("files", True),
+                    ticket=ticket,
                 )
             except WorkbenchError as error:
-                self.outbox.put(
-                    {"type": "error", "id": frame["id"], "code": error.code, "message": error.message}
-                )
-                self.outbox.put(failed_done_event(frame["id"], error.message))
+                self._refuse_execute(frame["id"], error)
             except Exception:
                 log.exception("session %s: execute over WebSocket failed", self.session_id)
                 self.outbox.put(failed_done_event(frame["id"], "internal error"))
+            finally:
+                ticket.release()
+
+    async def _next_execute(self) -> tuple[dict[str, Any], Ticket] | None:
+        return self.executions.get_nowait() if self.closed else await self.executions.get()
+
+    def _refuse_execute(self, request_id: str | None, error: WorkbenchError) -> None:
+        """An ``error`` event and a failed ``done`` for an execute that can't be queued (without an id,
+        just the ``error``)."""
+        if request_id is None:
+            self.outbox.put({"type": "error", "code": error.code, "message": error.message})
+            return
+        self.outbox.put({"type": "error", "id": request_id, "code": error.code, "message": error.message})
+        self.outbox.put(failed_done_event(request_id, error.message))
+
+    def _admit(self, frame: dict[str, Any]) -> None:
+        """Queue an execute frame, or answer at once (too large, or the session's queue is full)."""
+        try:
+            check_code(frame["code"], self.manager.settings.max_code_kb)
+            if self.kernel is None:
+                msg = "the session's kernel is not available"
+                raise WorkbenchError(msg)
+            ticket = self.kernel.admission.admit()
+        except WorkbenchError as error:
+            self._refuse_execute(frame["id"], error)
+            return
+        self.executions.put_nowait((frame, ticket))
 
     async def on_message(self, message: str | bytes) -> None:
+        delay = INBOUND.delay(self.principal.name, len(message))
+        if delay:
+            await asyncio.sleep(delay)  # the next frame is read after this one is handled
+        limit_kb = self.manager.settings.max_code_kb
+        if len(message) > limit_kb * 1024 + FRAME_OVERHEAD:
+            too_large = TooLarge(f"the frame is larger than the {limit_kb} KiB code limit allows")
+            self._refuse_execute(_frame_id(message), too_large)
+            return
         frame = _parse_frame(message)
         if isinstance(frame, str):
             self.outbox.put({"type": "error", "code": "bad-frame", "message": frame})
             return
         kind = frame["type"]
         if kind == "execute":
-            self.executions.put_nowait(frame)
+            self._admit(frame)
         elif kind == "interrupt":
             await self._interrupt()
         elif kind == "input_reply" and self.kernel is not None:
@@ -152,7 +202,11 @@ class SessionSocket(websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.kernel is not None:
             self.kernel.unsubscribe(self._on_event)
-        if hasattr(self, "sender"):
+        if hasattr(self, "sender") and not self.closed:
+            self.closed = True
+            self.connected[self.session_id] -= 1
+            if not self.connected[self.session_id]:
+                del self.connected[self.session_id]
             metrics.WEBSOCKETS.dec()
             self.sender.cancel()
             self.executions.put_nowait(None)
@@ -180,6 +234,13 @@ def origin_allowed(origin: str, patterns: tuple[str, ...]) -> bool:
         if re.fullmatch(regex, origin):
             return True
     return False
+
+
+def _frame_id(message: str | bytes) -> str | None:
+    """The ``id`` of a frame too large to decode, if it is near its start."""
+    head = message[:1024] if isinstance(message, str) else message[:1024].decode("utf-8", "replace")
+    match = re.search(r'"id"\s*:\s*"([^"\\]{1,200})"', head)
+    return match.group(1) if match else None
 
 
 def _parse_frame(message: str | bytes) -> dict[str, Any] | str:

@@ -17,6 +17,7 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from workbench.errors import KernelFailed
+from workbench.kernels.frames import FrameReader
 from workbench.lognoise import Throttled
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class KernelClient:
     ) -> None:
         self._client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
         self._client.load_connection_info(connection_info)  # type: ignore[arg-type]
+        self._frames = FrameReader(self._client.session)
         self._on_iopub = on_iopub
         self._on_stdin = on_stdin
         self._on_raw = on_raw
@@ -87,7 +89,7 @@ class KernelClient:
     async def _read(self, name: str, channel: Any, handler: MessageHandler) -> None:
         while True:
             try:
-                message = await channel.get_msg()
+                message = await self._frames.read(channel.socket)  # not get_msg(): bounded
             except asyncio.CancelledError:
                 raise
             except zmq.ZMQError:

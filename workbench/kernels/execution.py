@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workbench.kernels.client import Message
+from workbench.kernels.frames import CUT_KEY
 
 Event = dict[str, Any]
 Publish = Callable[[Event], None]
@@ -120,6 +121,7 @@ class Execution:
         event = event_from_message(self.request_id, message)
         if event is None:
             return
+        self._dropped_bytes += message.get(CUT_KEY, 0)  # cut at the source: the result says so
         self._keep(event)
         self.publish(event)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from workbench.errors import KernelFailed
+from workbench.kernels.admission import Admission
 from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
@@ -94,6 +95,7 @@ class SessionKernel:
         self._retired: set[str] = set()
         self._queue = asyncio.Lock()
         self._lifecycle = asyncio.Lock()
+        self.admission = Admission()
 
     # listeners
 
