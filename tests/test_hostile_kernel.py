@@ -215,8 +215,10 @@ def test_garbage_on_a_kernels_sockets_is_summarized_not_logged_per_frame(engine:
         with server.client() as client:
             session_id = create(client)
             before = len(server.log())
-            result = run(client, session_id, flood)
-            assert result["status"] == "ok", result  # its output may be dropped (IOPub's HWM)
+            # IOPub's high-water mark may drop the flood's own output, even its final `idle`: then the run
+            # ends at its timeout; either way the session goes on.
+            result = run(client, session_id, flood, timeout=20)
+            assert result["status"] in ("ok", "timeout"), result
             assert run(client, session_id, "print(2 + 2)")["stdout"] == "4\n"
             written = server.log()[before:]
         assert written.count("Traceback") <= 10, written[-3000:]
