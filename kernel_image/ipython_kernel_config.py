@@ -21,4 +21,9 @@ for _name in ("exit", "quit"):
     _shell.user_ns[_name] = _shell.user_ns_hidden[_name] = _shell.exiter
 del _ZMQExitAutocall, _KeepKernelExit, _shell, _name
 """
-c.InteractiveShellApp.exec_lines = [_KEEP_KERNEL_ON_EXIT]
+# Nothing in the workspace is imported while the kernel starts (it runs with `python -P`, and IPython does
+# not add the working directory either): a module planted in /data cannot run at the next start. Once
+# started, /data comes last on the path: the user's own modules import, but never shadow installed ones.
+c.InteractiveShellApp.ignore_cwd = True
+_WORKSPACE_LAST_ON_PATH = "import sys as _sys; _sys.path.append('/data'); del _sys"
+c.InteractiveShellApp.exec_lines = [_KEEP_KERNEL_ON_EXIT, _WORKSPACE_LAST_ON_PATH]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
 
@@ -169,3 +170,42 @@ def test_query_string_tokens_are_refused_outside_websockets(engineless: Server) 
     answer = httpx.get(f"{engineless.url}/api/v1/sessions?token={engineless.token}")
     assert_error(answer, 401)
     assert engineless.token not in engineless.log()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"cpus": NaN}', b'{"idle_timeout": -Infinity}', b'{"memory_mb": 2e308}',
+     b'{"cpus": 1' + b"0" * 4400 + b"}", b'{"metadata": {"deep": [Infinity]}}'],
+)  # fmt: skip
+def test_non_finite_and_huge_numbers_are_400(client: httpx.Client, body: bytes) -> None:
+    assert_error(client.post("/api/v1/sessions", content=body), 400)
+
+
+def raw_request(server: Server, head: bytes) -> bytes:
+    """Send bytes no HTTP client library would, and read the whole answer (the server closes)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(head)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [(b"\xd9\xa1\xd9\xa2", 400), (b"\xb2", 400), (b"12; drop", 400), (b"7" * 3000, 413), (b"1, 2", 400)],
+)
+def test_malformed_content_length_is_a_json_4xx_and_the_connection_closes(
+    engineless: Server, value: bytes, status: int
+) -> None:
+    answer = raw_request(
+        engineless,
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n{}",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer[:300]
+    assert b"application/json" in head
+    assert b"Connection: close" in head
+    assert set(json.loads(body)) == {"error"}

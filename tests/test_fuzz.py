@@ -161,3 +161,67 @@ def test_fuzz_a_live_session(case: FuzzCase, server: Server, fuzzed_session: str
 @UNKNOWN.parametrize()
 def test_fuzz_unknown_session_ids(case: FuzzCase, server: Server) -> None:
     fuzz(case, server)
+
+
+# Beyond what schemathesis generates (JSON that Python's parser reads, headers that `requests` accepts):
+# non-finite and huge numbers in every field of every JSON body, and framing headers no parser should trust.
+HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "1" + "0" * 5000, "-" + "9" * 400]
+HOSTILE_HEADERS: list[dict[str, str | bytes]] = [
+    {"Range": "bytes=" + "9" * 5000 + "-"},
+    {"Range": "bytes=0-" + "9" * 5000},
+    {"Range": "bytes=-" + "1" * 4400},
+    {"Range": "bytes=\u0661-\u0662".encode()},
+    {"Content-Length": "9" * 5000},
+    {"Content-Length": "\u0661\u0662".encode()},
+    {"Content-Length": "12abc"},
+    {"If-None-Match": '"' + "x" * 8000 + '"', "If-Range": "y" * 8000},
+]
+
+
+def hostile_bodies(operation: APIOperation[Any, Any, Any, Any]) -> Iterator[bytes]:
+    for alternative in operation.body.items:
+        if alternative.media_type == "application/json":
+            for name in alternative.definition.get("schema", {}).get("properties", {}):
+                for number in HOSTILE_NUMBERS:
+                    yield f'{{"{name}": {number}, "code": "1", "new_path": "x.txt"}}'.encode()
+
+
+def call_raw(case: FuzzCase, server: Server, **kwargs: Any) -> None:
+    response = case.call(base_url=server.url, **kwargs)
+    try:
+        assert_clean(case, response, server)
+    finally:
+        delete_if_created(case, response, server)
+
+
+def concrete(operation: APIOperation[Any, Any, Any, Any], session_id: str) -> FuzzCase:
+    parameters = {
+        "session_id": session_id,
+        "path": "hostile.txt",
+        "name": "hostile.txt",
+        "filename": "hostile.txt",
+        "token": TOKEN,
+        "n": "1",
+    }
+    names = {parameter.name for parameter in operation.path_parameters}
+    return operation.Case(path_parameters={name: parameters.get(name, "python3") for name in names})
+
+
+OPERATIONS = [result.ok() for result in LIVE.get_all_operations()]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
+def test_non_finite_and_huge_numbers_are_4xx(operation: Any, server: Server, fuzzed_session: str) -> None:
+    for body in hostile_bodies(operation):
+        call_raw(concrete(operation, fuzzed_session), server, data=body,
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
+def test_absurd_framing_headers_are_never_5xx(operation: Any, server: Server, fuzzed_session: str) -> None:
+    with server.client() as client:
+        assert client.put(
+            f"/api/v1/sessions/{fuzzed_session}/files/hostile.txt", content=b"x" * 100
+        ).is_success
+    for headers in HOSTILE_HEADERS:
+        call_raw(concrete(operation, fuzzed_session), server, headers=headers)

@@ -211,7 +211,8 @@ def test_interrupt_by_control_message_as_the_kubernetes_launcher_does(
     limits = ContainerLimits(memory_mb=512, cpus=1.0, pids_limit=128, tmp_mb=16, shm_mb=16)
     request = LaunchRequest(f"session-{uuid.uuid4()}", root / "workspace", root / "runtime", limits)
     kernel = SessionKernel(request, launcher, connection_file=root / "connection.json", owner=(1000, 1000),
-                           start_timeout=60, interrupt_grace=5, max_output_bytes=1 << 20)  # fmt: skip
+                           link_dir=root / "links", start_timeout=60, interrupt_grace=5,
+                           max_output_bytes=1 << 20)  # fmt: skip
 
     async def scenario() -> dict[str, Any]:
         await kernel.start()

@@ -104,3 +104,17 @@ async def test_forget_drops_a_slot_the_engine_lost() -> None:
     assert not harness.pool.owns("session-0")
     await settle(lambda: harness.pool.ready == 2 and "session-0" in harness.discarded)
     await harness.pool.close()
+
+
+async def test_close_lets_a_kernel_being_started_finish_then_removes_it() -> None:
+    harness = Harness(size=1)
+    harness.gate = asyncio.Event()
+    harness.pool.start()
+    await asyncio.sleep(0.05)  # the refill is now inside make(), held by the gate
+    closing = asyncio.ensure_future(harness.pool.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # a start is never cancelled half-way (the engine could finish it later)
+    harness.gate.set()
+    await asyncio.wait_for(closing, 5)
+    assert harness.discarded == ["session-0"]
+    assert harness.pool.ready == 0

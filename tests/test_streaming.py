@@ -127,6 +127,8 @@ async def test_rest_executions_are_seen_on_the_socket(server: Server, session: d
     (json.dumps({"type": "execute", "id": "x"}), "code"),
     (json.dumps({"type": "execute", "code": "1"}), "id"),
     (json.dumps({"type": "dance"}), "unknown frame type"),
+    ('{"type": "execute", "id": "x", "code": "1", "timeout": NaN}', "not valid JSON"),
+    ('{"type": "execute", "id": "x", "code": "1", "timeout": 1e999}', "not valid JSON"),
 ])  # fmt: skip
 async def test_a_bad_frame_gets_an_error_and_the_socket_stays_open(
     server: Server, session: dict[str, Any], frame: str, fragment: str

@@ -52,6 +52,8 @@ class WarmPool:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._dropping: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._making = False
 
     @property
     def ready(self) -> int:
@@ -99,9 +101,14 @@ class WarmPool:
         task.add_done_callback(self._dropping.discard)
 
     async def close(self) -> None:
-        """Stop refilling and remove every unclaimed kernel (they hold no one's work)."""
+        """Stop refilling and remove every unclaimed kernel (they hold no one's work).
+
+        A kernel being started is let finish first (within the start timeout), then removed: cancelling
+        its start could leave a container the engine creates after the cancellation."""
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
+            if not self._making:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         slots, self._ready = self._ready, []
@@ -111,10 +118,10 @@ class WarmPool:
         self._export()
 
     async def _refill_forever(self) -> None:
-        while True:
+        while not self._closing:
             await self._wanted.wait()
             self._wanted.clear()
-            while len(self._ready) < min(self.size, self._room()):
+            while not self._closing and len(self._ready) < min(self.size, self._room()):
                 await self._wait_for_users()
                 if not await self._refill_one():
                     break
@@ -124,15 +131,19 @@ class WarmPool:
         await self._users_idle.wait()
 
     async def _refill_one(self) -> bool:
+        self._making = True
         try:
             slot = await self._make()
         except Exception as exc:
+            self._making = False  # the retry's wait may be cancelled
             delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
             self._failures += 1
             log.warning("warm pool: could not start a kernel (%s); retrying in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             self._wanted.set()
             return False
+        finally:
+            self._making = False
         self._failures = 0
         self._ready.append(slot)
         self._export()

@@ -15,6 +15,7 @@ from workbench.app import make_app
 from workbench.auth import Authenticator, load_or_create_admin_token, load_or_create_instance_id
 from workbench.config import Settings
 from workbench.db.store import Database
+from workbench.framing import StrictFraming
 from workbench.image import default_image_name
 from workbench.inflight import InFlight
 from workbench.kernels.launcher import DockerLauncher, KernelLauncher
@@ -40,6 +41,19 @@ def configure_logging(level: str) -> None:
 BUFFERED_BODY_LIMIT = 64 * 1024
 """Tornado's limit for a body it buffers: only the WebSocket route takes its request whole (an upgrade has
 no body); every API route streams its body and answers one too large with a JSON 413 itself."""
+
+
+async def start_up(manager: SessionManager, reaper: Reaper) -> None:
+    """While already serving: re-attach the kernels that outlived the server, then start the warm pool and
+    the reaper."""
+    if manager.reattach.pending:
+        log.info("re-attaching %d sessions' kernels", manager.reattach.pending)
+    try:
+        await manager.reconcile()
+    except Exception as exc:  # the engine may be down at start: serve anyway, health says degraded
+        log.warning("could not reconcile kernels with the engine: %s", exc)
+    manager.pool.start()  # after the reconcile, which removes containers and files that no session names
+    reaper.start()
 
 
 def _report_cleanup(future: asyncio.Future[int]) -> None:
@@ -93,18 +107,12 @@ async def serve(settings: Settings) -> None:
         token, created = load_or_create_admin_token(settings.state_dir)
         if created:
             print(f"workbench: admin token (saved in {settings.state_dir}/admin-token): {token}", flush=True)
-    try:
-        await manager.reconcile()
-    except Exception as exc:  # the engine may be down at start: serve anyway, health says degraded
-        log.warning("could not reconcile kernels with the engine: %s", exc)
-
+    await manager.begin_reconcile()
     launcher.watch(manager.on_kernel_gone)
-    manager.pool.start()
     reaper = Reaper(manager)
-    reaper.start()
     app = make_app(manager, Authenticator(token, database))
     server = HTTPServer(
-        app,
+        StrictFraming(app),
         max_body_size=BUFFERED_BODY_LIMIT,
         idle_connection_timeout=300,
         body_timeout=3600,
@@ -114,6 +122,7 @@ async def serve(settings: Settings) -> None:
     log.info(
         "workbench serving on http://%s:%d (state in %s)", settings.host, settings.port, settings.state_dir
     )
+    starting = asyncio.create_task(start_up(manager, reaper))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,6 +131,8 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down: no new connections, finishing requests in flight")
     server.stop()
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
     await reaper.stop()
     inflight: InFlight = app.settings["inflight"]
     try:

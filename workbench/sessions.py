@@ -31,6 +31,7 @@ from workbench.kernels.library_mount import attach_library, detach_library, prep
 from workbench.kernels.runtime import Listener, SessionKernel
 from workbench.library import Library, library_key
 from workbench.pool import Slot, WarmPool
+from workbench.reattach import Reattach
 from workbench.runinfo import LastSnapshots, Meters, RunInfo
 from workbench.usage import CachedUsage
 from workbench.volumes import Volumes
@@ -63,6 +64,7 @@ class SessionManager:
         self.owner = (settings.kernel_uid, settings.kernel_uid) if os.geteuid() == 0 else None
         self._blocking = asyncio.get_running_loop().run_in_executor
         self._background: set[asyncio.Task[Any]] = set()
+        self.reattach = Reattach()
         self.volumes = Volumes(settings.state_dir / "volumes", mode=settings.workspace_fs,
                                quota_bytes=settings.workspace_quota_mb * 2**20, owner=self.owner)  # fmt: skip
         self._cold_starts = 0
@@ -98,6 +100,10 @@ class SessionManager:
     def connection_path(self, session_id: str) -> Path:
         return self.settings.connections_dir / f"{session_id}.json"
 
+    def link_path(self, session_id: str) -> Path:
+        """The server's links to the kernel's sockets (see ``kernels.sockets``): out of the kernel's reach."""
+        return self.settings.state_dir / "links" / self.runtime_path(session_id).name
+
     def library_path(self, tenant: str) -> Path:
         return self.settings.library_dir / library_key(tenant)
 
@@ -107,6 +113,7 @@ class SessionManager:
             (self.settings.workspaces_dir, 0o711),
             (self.settings.runtime_dir, 0o711),
             (self.settings.connections_dir, 0o700),
+            (self.settings.state_dir / "links", 0o700),
             (self.settings.library_dir, 0o711),
         ):
             path.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,9 @@ class SessionManager:
 
     def to_json(self, row: SessionRow) -> dict[str, Any]:
         kernel = self.kernels.get(row.id)
-        if row.status in ("ready", "starting") and kernel is not None:
+        if self.reattach.pending_for(row.id):
+            state = "starting"  # listed while its kernel is being re-attached after a server restart
+        elif row.status in ("ready", "starting") and kernel is not None:
             state = "busy" if kernel.busy else kernel.state
         else:
             state = {"stopped": "stopped", "starting": "starting"}.get(row.status, "dead")
@@ -148,6 +157,7 @@ class SessionManager:
     # lookups
 
     async def get_row(self, session_id: str) -> SessionRow:
+        await self.reattach.wait(session_id)
         row = await self.db.get_session(session_id) if _plausible_id(session_id) else None
         if row is None or row.status == "deleted":
             raise _unknown(session_id)
@@ -158,11 +168,10 @@ class SessionManager:
         if principal.admin:
             return
         owner = self._owners.get(session_id)
-        if owner is None:
+        if owner != principal.name:  # unknown and foreign ids take the same path: one database lookup
             row = await self.db.get_session(session_id) if _plausible_id(session_id) else None
-            owner = row.tenant if row is not None else None
-        if owner != principal.name:
-            raise _unknown(session_id)
+            if row is None or row.tenant != principal.name:
+                raise _unknown(session_id)
 
     async def get_live_row(self, session_id: str) -> SessionRow:
         row = await self.get_row(session_id)
@@ -395,6 +404,7 @@ class SessionManager:
             request,
             self.launcher,
             connection_file=self.connection_path(session_id),
+            link_dir=self.link_path(session_id),
             owner=self.owner,
             start_timeout=self.settings.start_timeout,
             interrupt_grace=self.settings.interrupt_grace,
@@ -659,6 +669,7 @@ class SessionManager:
         if workspace.exists():
             wipe(workspace)
         shutil.rmtree(self.runtime_path(session_id), ignore_errors=True)
+        wipe(self.link_path(session_id))
         self.connection_path(session_id).unlink(missing_ok=True)
 
     # the engine's news
@@ -676,36 +687,48 @@ class SessionManager:
 
     # server start and stop
 
-    async def reconcile(self) -> None:
-        """Match database rows with the engine's labelled containers after a (re)start."""
+    async def begin_reconcile(self) -> None:
+        """Before serving: mount the workspaces again (after a reboot), and note the sessions to re-attach,
+        so that requests for them wait (``reconcile``)."""
         await self._reconcile_volumes()
-        containers = await self.launcher.kernels()
-        for row in await self.db.list_sessions(("starting", "ready")):
-            kernel_id = containers.pop(row.id, None)
-            kernel = self._kernel_for(row)
-            state = await self.launcher.state(kernel_id) if kernel_id else None
-            if (
-                kernel_id is not None
-                and state is not None
-                and state.running
-                and await kernel.attach(kernel_id)
-            ):
-                await self._mark_ready(row.id, kernel)
-                log.info("session %s: re-attached to its running kernel", row.id)
-                continue
-            if kernel_id is not None:
-                await self.launcher.remove(kernel_id)
-            kernel.kernel_id = None
-            kernel.down_reason = "vanished"
-            await self.db.update_session(
-                row.id, status="stopped", status_reason="kernel gone at server start", container_id=None
+        self.reattach.expect(row.id for row in await self.db.list_sessions(("starting", "ready")))
+
+    async def reconcile(self) -> None:
+        """Match database rows with the engine's labelled containers after a (re)start, a few sessions at
+        a time, while the server already serves (requests for a session wait for its turn)."""
+        try:
+            containers = await self.launcher.kernels()
+            rows = await self.db.list_sessions(("starting", "ready"))
+            await self.reattach.run(
+                [(row.id, self._reattach_one(row, containers.pop(row.id, None))) for row in rows]
             )
-        stopped = {row.id for row in await self.db.list_sessions(("stopped",))}
-        for session_id, kernel_id in containers.items():
-            if session_id not in stopped:
-                log.info("removing orphan kernel container of %s", session_id)
+            stopped = {row.id for row in await self.db.list_sessions(("stopped",))}
+            for session_id, kernel_id in containers.items():
+                if session_id not in stopped:
+                    log.info("removing orphan kernel container of %s", session_id)
+                await self.launcher.remove(kernel_id)
+            await self._remove_unclaimed_files()
+        finally:
+            self.reattach.release_all()
+
+    async def _reattach_one(self, row: SessionRow, kernel_id: str | None) -> None:
+        kernel = self._kernel_for(row)
+        state = await self.launcher.state(kernel_id) if kernel_id else None
+        if kernel_id is not None and state is not None and state.running and await kernel.attach(kernel_id):
+            await self._mark_ready(row.id, kernel)
+            log.info("session %s: re-attached to its running kernel", row.id)
+            return
+        if kernel_id is None or state is None:
+            log.warning("session %s: its kernel container is gone; stopped (files kept)", row.id)
+        else:
+            log.warning("session %s: kernel container %s (%s) cannot be re-attached; removed, the session is "
+                        "stopped (files kept)", row.id, kernel_id[:12], state.status)  # fmt: skip
             await self.launcher.remove(kernel_id)
-        await self._remove_unclaimed_files()
+        kernel.kernel_id = None
+        kernel.down_reason = "vanished"
+        await self.db.update_session(
+            row.id, status="stopped", status_reason="kernel gone at server start", container_id=None
+        )
 
     async def _remove_unclaimed_files(self) -> None:
         """Warm kernels left by a previous run (no row ever named them): their directories go too."""

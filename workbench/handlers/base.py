@@ -19,6 +19,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 from tornado.log import access_log, app_log
 
+from workbench import jsonvalues
 from workbench.auth import Authenticator, Principal, token_from_header
 from workbench.errors import BadRequest, NotFound, TooLarge, Unauthorized, WorkbenchError
 from workbench.sessions import SessionManager
@@ -251,7 +252,7 @@ class APIHandler(APIMixin, web.RequestHandler):
         if not data:
             return {}
         try:
-            body = json.loads(data)
+            body = jsonvalues.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             msg = f"the body is not valid JSON: {exc}"
             raise BadRequest(msg, code="bad-json") from None

@@ -313,19 +313,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch((header or "").replace(" ", ""))
     if match is None or match.group(1) + match.group(2) == "":
         return None
-    first, last = match.groups()
-    if first == "":  # the last N bytes
-        start, end = max(0, size - int(last)), size
+    first, last = (_position(group) for group in match.groups())
+    if first is None:  # the last N bytes
+        assert last is not None
+        start, end = max(0, size - last), size
     else:
-        start = int(first)
-        end = size if last == "" else min(size, int(last) + 1)
-        if last != "" and int(last) < start:
+        start = first
+        end = size if last is None else min(size, last + 1)
+        if last is not None and last < start:
             return None
     if start >= end:
         raise RangeNotSatisfiable(
             f"the range is outside the file ({size} bytes)", headers={"Content-Range": f"bytes */{size}"}
         )
     return start, end
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a ``Range`` header; thousands of digits are just very far (not a 500)."""
+    if digits == "":
+        return None
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 default_handlers = [

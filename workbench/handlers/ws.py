@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from tornado import httputil, web, websocket
 
-from workbench import metrics
+from workbench import jsonvalues, metrics
 from workbench.admission import Ticket, check_code
 from workbench.auth import Principal
 from workbench.browser_auth import SUBPROTOCOL, same_origin, token_from_subprotocols
@@ -245,7 +245,7 @@ def _frame_id(message: str | bytes) -> str | None:
 def _parse_frame(message: str | bytes) -> dict[str, Any] | str:
     """The frame as a checked dict, or a message saying what is wrong with it."""
     try:
-        frame = json.loads(message)
+        frame = jsonvalues.loads(message)
     except (ValueError, UnicodeDecodeError):
         return "the frame is not valid JSON"
     if not isinstance(frame, dict):

@@ -22,6 +22,7 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from zmq.utils.monitor import recv_monitor_message
 
 from workbench.kernels.frames import FrameReader
+from workbench.lognoise import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class KernelClient:
         on_iopub: MessageHandler,
         on_stdin: MessageHandler,
         on_raw: RawHandler | None = None,
+        name: str = "a kernel",
     ) -> None:
         self._context = WatchedContext()
         self._client = AsyncKernelClient(context=self._context)
@@ -84,10 +86,15 @@ class KernelClient:
         self._replies: dict[str, asyncio.Future[Message]] = {}
         self._iopub_seen = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._unreadable = Throttled(log, f"{name}: dropping unreadable kernel messages")
+        self._unhandled = Throttled(log, f"{name}: error handling a kernel message")
 
-    async def start(self) -> None:
+    async def start(self, *, via_control: bool = False) -> None:
         """Connect; wait until every channel's handshake is done (stdin included), then until the kernel
-        answers on shell *and* IOPub delivers (slow joiner).  The caller bounds the wait."""
+        answers *and* IOPub delivers (slow joiner).  The caller bounds the wait.
+
+        A fresh kernel is asked on shell; one that outlived the server on control, which it answers even
+        while its shell runs code."""
         self._client.start_channels(hb=False)
         channels = (
             ("iopub", self._client.iopub_channel, self._handle_iopub),
@@ -102,12 +109,12 @@ class KernelClient:
             await self._context.connected()
         finally:
             self._context.stop_watching()
-        await self._wait_ready()
+        await self._wait_ready(via_control)
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, via_control: bool) -> None:
         answered = False
         while True:
-            msg_id = self._client.kernel_info()
+            msg_id = self._control_kernel_info() if via_control else self._client.kernel_info()
             try:
                 await asyncio.wait_for(self._expect_reply(msg_id), timeout=0.5)
                 answered = True
@@ -127,15 +134,15 @@ class KernelClient:
                 raise
             except zmq.ZMQError:
                 return
-            except Exception:  # a malformed or badly signed message must not kill the reader
-                log.warning("dropping an unreadable kernel message", exc_info=True)
+            except Exception as exc:  # a malformed or badly signed message must not kill the reader
+                self._unreadable.report(exc)
                 continue
             try:
                 if self._on_raw is not None:  # before the handler: a raw reply precedes "finished"
                     self._on_raw(name, message)
                 handler(message)
-            except Exception:
-                log.exception("error handling a kernel message")
+            except Exception as exc:
+                self._unhandled.report(exc)
             await asyncio.sleep(0)  # a flooding kernel must not starve the clients' senders
 
     def _handle_iopub(self, message: Message) -> None:
@@ -152,6 +159,15 @@ class KernelClient:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[msg_id] = future
         return future
+
+    def _control_kernel_info(self) -> str:
+        message = self._client.session.msg("kernel_info_request")
+        self._client.control_channel.send(message)
+        return str(message["header"]["msg_id"])
+
+    def shell_answers(self) -> asyncio.Future[Message]:
+        """The future of a shell ``kernel_info`` reply: it resolves once the shell is free."""
+        return self._expect_reply(self._client.kernel_info())
 
     def execute(self, code: str, *, allow_stdin: bool = True) -> tuple[str, asyncio.Future[Message]]:
         """Send an execute request; returns its msg_id and the future of its shell reply."""
@@ -202,3 +218,5 @@ class KernelClient:
         self._replies.clear()
         self._context.stop_watching()
         self._client.stop_channels()
+        self._unreadable.flush()
+        self._unhandled.flush()

@@ -61,6 +61,11 @@ def curve_keys() -> dict[str, str]:
     return {"curve_publickey": public.decode("ascii"), "curve_secretkey": secret.decode("ascii")}
 
 
+def socket_ports(info: dict[str, Any]) -> list[int]:
+    """The ports (socket file suffixes) of an ipc connection."""
+    return sorted(int(info[name]) for name in _IPC_PORTS)
+
+
 def host_view(info: dict[str, Any], runtime_dir: Path, address: str | None = None) -> dict[str, Any]:
     """The same connection as seen from the server host: the socket files' path over IPC, the kernel's
     ``address`` (from its launcher) over TCP."""

@@ -36,8 +36,10 @@ INSTANCE_LABEL = "org.workbench.instance"
 # Started ahead of demand by the warm pool (the label stays after the kernel is handed to a session).
 POOL_LABEL = "org.workbench.pool"
 GoneCallback = Callable[[str, str, str], None]
+# `-P`: the working directory (/data, the kernel's own files) is not on the path while the kernel starts.
 KERNEL_COMMAND = [
     "python",
+    "-P",
     "-m",
     "ipykernel_launcher",
     "-f",

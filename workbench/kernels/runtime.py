@@ -8,29 +8,32 @@ dies (crash, OOM kill, container removed) ends the running execution, is reporte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from workbench.admission import Admission
 from workbench.errors import KernelFailed
 from workbench.kernels.client import KernelClient, Message, RawHandler
 from workbench.kernels.connection import (
     KERNEL_CONNECTION_FILE,
+    SOCKET_PREFIX,
     host_view,
     new_connection_info,
     read_json,
+    socket_ports,
     write_private_json,
 )
 from workbench.kernels.execution import Event, Execution
 from workbench.kernels.launcher import KernelLauncher, KernelState, LaunchRequest
+from workbench.kernels.sockets import PinnedSockets, clear_runtime_dir, make_link_dir
 from workbench.outbox import Outbox
-from workbench.workspace import wipe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Listener = Callable[[Event], None]
 
@@ -48,6 +51,12 @@ REPLAY_BYTES = 1024 * 1024
 ATTACH_TIMEOUT = 10.0
 """Seconds a kernel that outlived the server gets to answer before it is given up."""
 DEATH_MESSAGES = {"oom": "the kernel ran out of memory", "removed": "the kernel's container was removed"}
+ATTACH_TIMEOUT = 10.0
+SOCKET_POLL = 0.05
+
+
+async def _blocking(work: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
 
 class SessionKernel:
@@ -59,6 +68,7 @@ class SessionKernel:
         launcher: KernelLauncher,
         *,
         connection_file: Path,
+        link_dir: Path,
         owner: tuple[int, int] | None,
         start_timeout: float,
         interrupt_grace: float,
@@ -68,6 +78,7 @@ class SessionKernel:
         self.session_id = request.session_id
         self.launcher = launcher
         self.connection_file = connection_file
+        self.link_dir = link_dir
         self.owner = owner
         self.start_timeout = start_timeout
         self.interrupt_grace = interrupt_grace
@@ -77,6 +88,8 @@ class SessionKernel:
         self.listeners: set[Listener] = set()
         self.raw_listeners: set[RawHandler] = set()  # every kernel message, as is (the gateway's path)
         self._client: KernelClient | None = None
+        self._pins: PinnedSockets | None = None
+        self._orphan: asyncio.Future[Message] | None = None
         self._current: Execution | None = None
         self._replay: Outbox | None = None
         self.down_reason = "started"
@@ -121,7 +134,7 @@ class SessionKernel:
 
     @property
     def busy(self) -> bool:
-        return self._current is not None or self._queue.locked()
+        return self._current is not None or self._queue.locked() or self._orphan is not None
 
     # lifecycle
 
@@ -132,51 +145,112 @@ class SessionKernel:
     async def _start(self, reason: str) -> None:
         self.state = "starting"
         info = new_connection_info(self.launcher.transport)
-        await asyncio.to_thread(self._prepare_runtime_dir, info)  # the kernel controls what is in there
-        self.kernel_id = await self.launcher.launch(self.request)
-        host_info = host_view(info, self.request.runtime_dir, await self.launcher.address(self.kernel_id))
-        await asyncio.to_thread(
-            write_private_json, self.connection_file, {**host_info, "kernel_id": self.kernel_id}
-        )
+        runtime_dir = self.request.runtime_dir
         try:
+            await _blocking(clear_runtime_dir, runtime_dir)  # the kernel controls what is in there
+            await _blocking(write_private_json, runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
+            self.kernel_id = await self.launcher.launch(self.request)
+            host_info = host_view(info, runtime_dir, await self.launcher.address(self.kernel_id))
+            await _blocking(
+                write_private_json, self.connection_file, {**host_info, "kernel_id": self.kernel_id}
+            )
             async with asyncio.timeout(self.start_timeout):
                 await self._connect(host_info)
         except TimeoutError:
             self.state = "dead"
             msg = f"the kernel did not become ready within {self.start_timeout:.0f} s"
             raise KernelFailed(msg) from None
+        except BaseException:
+            self.state = "dead"
+            raise
         self._announce("idle", reason)
 
-    def _prepare_runtime_dir(self, info: dict[str, Any]) -> None:
-        """Empty the runtime directory (no kernel runs now: stale sockets and whatever the last kernel left
-        there, so that its small file system has room), then write the new kernel's connection file."""
-        for name in os.listdir(self.request.runtime_dir):
-            wipe(self.request.runtime_dir / name)
-        write_private_json(self.request.runtime_dir / KERNEL_CONNECTION_FILE, info, self.owner)
+    async def _pin(self, info: dict[str, Any]) -> PinnedSockets | None:
+        """Over IPC, the kernel's sockets, pinned once the kernel has bound them all (see ``sockets``);
+        the caller bounds the wait.  Over TCP there are no socket files (``None``)."""
+        if info["transport"] != "ipc":
+            return None
+        pins = PinnedSockets(self.request.runtime_dir, self.link_dir, SOCKET_PREFIX, socket_ports(info))
+        try:
+            await _blocking(make_link_dir, self.link_dir)
+            while not await _blocking(pins.pin):  # noqa: ASYNC110 (no event says the kernel has bound them)
+                await asyncio.sleep(SOCKET_POLL)
+        except BaseException:
+            await _blocking(pins.close)
+            raise
+        return pins
 
     async def _connect(self, info: dict[str, Any]) -> None:
-        client = KernelClient(info, on_iopub=self._on_iopub, on_stdin=self._on_stdin, on_raw=self._on_raw)
+        pins = await self._pin(info)
+        client = self._new_client(info, pins)
         try:
             await client.start()
         except BaseException:
-            await client.close()
+            await self._drop(client, pins)
             raise
-        self._client = client
+        self._client, self._pins = client, pins
+
+    async def _drop(self, client: KernelClient, pins: PinnedSockets | None) -> None:
+        await client.close()
+        if pins is not None:
+            await _blocking(pins.close)
+
+    def _new_client(self, info: dict[str, Any], pins: PinnedSockets | None) -> KernelClient:
+        address = info if pins is None else {**info, "ip": pins.ip}
+        return KernelClient(address, on_iopub=self._on_iopub, on_stdin=self._on_stdin,
+                            on_raw=self._on_raw, name=f"session {self.session_id}")  # fmt: skip
 
     async def attach(self, kernel_id: str) -> bool:
-        """Re-attach to a kernel that outlived the server (its variables are still there)."""
-        info = await asyncio.to_thread(read_json, self.connection_file)
+        """Adopt a kernel that outlived the server (its variables are still there), even one running code.
+
+        ``False`` when the kernel cannot be reached at all (no connection file of its own, sockets gone or
+        replaced); a kernel that does not answer is adopted as busy, and a timeout will restart it."""
+        info = await _blocking(read_json, self.connection_file)
         if info is None or info.get("kernel_id") != kernel_id:
+            log.warning("session %s: no connection file for kernel %s", self.session_id, kernel_id[:12])
             return False
+        info = {key: value for key, value in info.items() if key != "kernel_id"}
         async with self._lifecycle:
-            self.kernel_id = kernel_id
             try:
                 async with asyncio.timeout(ATTACH_TIMEOUT):
-                    await self._connect({k: v for k, v in info.items() if k != "kernel_id"})
-            except TimeoutError:
+                    pins = await self._pin(info)
+            except (TimeoutError, KernelFailed) as exc:
+                reason = exc if isinstance(exc, KernelFailed) else "its sockets did not appear"
+                log.warning("session %s: cannot reach kernel %s: %s", self.session_id, kernel_id[:12], reason)
                 return False
-            self.state = "idle"
+            client = self._new_client(info, pins)
+            try:
+                async with asyncio.timeout(ATTACH_TIMEOUT):
+                    await client.start(via_control=True)
+            except TimeoutError:
+                log.warning("session %s: kernel %s does not answer; adopted as busy (an execute that times "
+                            "out restarts it)", self.session_id, kernel_id[:12])  # fmt: skip
+            except BaseException:
+                await self._drop(client, pins)
+                raise
+            self.kernel_id, self._client, self._pins, self.state = kernel_id, client, pins, "idle"
+            await self._adopt_running_code(client)
         return True
+
+    async def _adopt_running_code(self, client: KernelClient) -> None:
+        """If the kernel's shell is still running code sent before the server stopped, the session is busy
+        until that code ends (its output reaches no client: the requests that wanted it are gone)."""
+        shell = client.shell_answers()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(shell), timeout=1.0)
+        if shell.done():
+            return
+        self._orphan = shell
+        log.warning("session %s: the kernel was running code when the server stopped; it goes on running "
+                    "(variables kept), and its output reaches no client", self.session_id)  # fmt: skip
+
+        def ended(future: asyncio.Future[Message]) -> None:
+            if self._orphan is future:
+                self._orphan = None
+            if not future.cancelled():
+                log.info("session %s: the code running when the server stopped has ended", self.session_id)
+
+        shell.add_done_callback(ended)
 
     async def restart(self, reason: str = "restart") -> None:
         """A fresh kernel (variables gone, files kept); a running execution ends as ``aborted``."""
@@ -226,8 +300,11 @@ class SessionKernel:
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
+        pins, self._pins = self._pins, None
         if client is not None:
             await client.close()
+        if pins is not None:
+            await _blocking(pins.close)
 
     async def interrupt(self) -> None:
         if self.launcher.interrupt_by_message and self._client is not None:
