@@ -54,9 +54,12 @@ def fill(
 
 
 def mounts_below(path: Path) -> list[str]:
-    prefix = str(path) + "/"
+    """Mount points below ``path`` but the warm pool's ``library-slots`` (a bind mount of its own, made
+    at start; see ``workbench.kernels.library_mount``)."""
+    prefix, slots = str(path) + "/", str(path / "library-slots")
     with Path("/proc/self/mounts").open() as mounts:
-        return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+        points = [line.split()[1] for line in mounts]
+    return [point for point in points if point.startswith(prefix) and not point.startswith(slots)]
 
 
 @pytest.fixture(scope="module")
