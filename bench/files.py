@@ -10,6 +10,8 @@ way and the server's resident memory (VmRSS) before, at its peak during each tra
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +95,29 @@ def download(client: httpx.Client, url: str) -> int:
     return moved
 
 
+def disk_baseline(directory: Path, size_mb: int) -> tuple[float, float]:
+    """MiB/s of writing the same bytes to a file on the same disk (fsynced, as ``dd conv=fsync``) and of
+    copying that file (as ``cp``)."""
+    source, copy = directory / "baseline.csv", directory / "baseline-copy.csv"
+    try:
+        started = time.perf_counter()
+        with source.open("wb") as stream:
+            for block in body(size_mb):
+                stream.write(block)
+            stream.flush()
+            os.fsync(stream.fileno())
+        written = size_mb / (time.perf_counter() - started)
+        started = time.perf_counter()
+        shutil.copyfile(source, copy)
+        with copy.open("rb") as stream:
+            os.fsync(stream.fileno())
+        copied = size_mb / (time.perf_counter() - started)
+    finally:
+        source.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+    return written, copied
+
+
 def report(before: float, after: float, up: tuple[float, int, float], down: tuple[float, int, float]) -> None:
     for label, (seconds, moved, peak) in (("upload (PUT)", up), ("download (GET)", down)):
         rate = moved / 2**20 / seconds
@@ -122,9 +147,15 @@ def main() -> None:
         down = timed(pid, lambda: download(client, f"{session_url}/files/bench.csv"))
         after = rss_mb(pid)
         client.delete(session_url)
+        written, copied = disk_baseline(server.state_dir.parent, size_mb)
     for moved in (up[1], down[1]):
         assert moved == size_mb * BLOCK, f"moved {moved} bytes, not {size_mb * BLOCK}"
     report(before, after, up, down)
+    upload_rate = up[1] / 2**20 / up[0]
+    print(
+        f"same disk: write {written:.1f} MiB/s (fsynced), copy {copied:.1f} MiB/s; "
+        f"upload = {upload_rate / written:.2f}x of the write (goal >= 0.5x)"
+    )
 
 
 if __name__ == "__main__":
