@@ -45,16 +45,15 @@ from workbench.workspace import (
     _READ_FLAGS,
     MAX_COMPONENTS,
     FileEntry,
+    PathWalk,
     Workspace,
     _entry,
-    _Frame,
     _ident,
     _join,
     _lstat_at,
     _os_error,
     _remove_dir,
     _rename_noreplace,
-    _TreeWalk,
     _write_all,
     normalize_path,
 )
@@ -104,7 +103,7 @@ class _Chunks:
         """Nothing to close: :func:`write_archive` hands on the last bytes."""
 
 
-class _ArchiveWalk(_TreeWalk):
+class _ArchiveWalk(PathWalk):
     """Adds every real folder and regular file below the top folder to ``archive``, sorted by name."""
 
     max_restarts = 1
@@ -112,7 +111,6 @@ class _ArchiveWalk(_TreeWalk):
     def __init__(self, top_fd: int, archive: zipfile.ZipFile) -> None:
         super().__init__(top_fd)
         self.archive = archive
-        self.path: list[str] = []
 
     def scan(self, fd: int) -> list[str]:
         with os.scandir(fd) as scanner:
@@ -150,16 +148,6 @@ class _ArchiveWalk(_TreeWalk):
                     out.write(chunk)
         finally:
             os.close(source)
-
-    def open_child(self, fd: int, name: str) -> int | None:
-        child = super().open_child(fd, name)
-        if child is not None:
-            self.path.append(name)
-        return child
-
-    def leave(self, parent_fd: int, frame: _Frame) -> bool:
-        self.path.pop()
-        return False
 
     def restart(self) -> None:
         raise Conflict("the folder changed while it was being archived")

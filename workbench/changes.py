@@ -24,10 +24,9 @@ from typing import Any
 from workbench.workspace import (
     UPLOAD_PREFIX,
     UPLOAD_SUFFIX,
+    PathWalk,
     _close,
-    _Frame,
     _printable,
-    _TreeWalk,
     mime_type,
 )
 
@@ -57,16 +56,15 @@ class Snapshot:
     complete: bool = True
 
 
-class _SnapshotWalk(_TreeWalk):
+class _SnapshotWalk(PathWalk):
     def __init__(self, top_fd: int, max_files: int) -> None:
         super().__init__(top_fd)
         self.max_files = max_files
         self.files: dict[Parts, Stamp] = {}
-        self.path: list[str] = []
 
     def restart(self) -> None:
+        super().restart()
         self.files = {}
-        self.path = []
 
     def scan(self, fd: int) -> list[str]:
         subdirs: list[str] = []
@@ -88,16 +86,6 @@ class _SnapshotWalk(_TreeWalk):
                     if len(self.files) > self.max_files:
                         raise TooManyFiles
         return subdirs
-
-    def open_child(self, fd: int, name: str) -> int | None:
-        child = super().open_child(fd, name)
-        if child is not None:
-            self.path.append(name)
-        return child
-
-    def leave(self, parent_fd: int, frame: _Frame) -> bool:
-        self.path.pop()
-        return False
 
 
 def _upload_temp(name: str) -> bool:

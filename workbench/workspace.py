@@ -70,6 +70,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "EntryType",
     "FileEntry",
+    "PathWalk",
     "Upload",
     "UsageMeter",
     "Workspace",
@@ -411,6 +412,27 @@ class _TreeWalk:
             os.close(parent)
             return None
         return parent
+
+
+class PathWalk(_TreeWalk):
+    """A walk that knows where it is: ``path`` holds the folder names from the top to the current one."""
+
+    def __init__(self, top_fd: int) -> None:
+        super().__init__(top_fd)
+        self.path: list[str] = []
+
+    def restart(self) -> None:
+        self.path = []
+
+    def open_child(self, fd: int, name: str) -> int | None:
+        child = super().open_child(fd, name)
+        if child is not None:
+            self.path.append(name)
+        return child
+
+    def leave(self, parent_fd: int, frame: _Frame) -> bool:
+        self.path.pop()
+        return False
 
 
 class _UsageWalk(_TreeWalk):
