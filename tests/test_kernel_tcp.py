@@ -129,6 +129,8 @@ def test_kernel_sits_on_the_internal_network_with_its_own_keys(
     assert settings["NetworkMode"] == network
     assert not settings.get("PortBindings")  # nothing published on the host
     assert list(container.attrs["NetworkSettings"]["Networks"]) == [network]
+    # one network of that name, though warm kernels and this session were launched at the same time
+    assert [item.name for item in engine.networks.list(names=[network])].count(network) == 1
     assert engine.networks.get(network).attrs["Internal"] is True
     info = connection_of(api, sid)
     assert info["transport"] == "tcp"

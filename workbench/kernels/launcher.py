@@ -165,6 +165,7 @@ class DockerLauncher(KernelLauncher):
         self.docker_host = docker_host
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
+        self._network_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="workbench-docker")
         self._closed = threading.Event()
         self._event_stream: Any = None
@@ -293,7 +294,14 @@ class DockerLauncher(KernelLauncher):
 
     def _ensure_network(self, client: docker.DockerClient) -> None:
         """The TCP kernels' network: internal (no route out), no traffic between kernels, and no
-        published ports, so only the engine's host (the server) reaches a kernel's ports."""
+        published ports, so only the engine's host (the server) reaches a kernel's ports.
+
+        Made once: concurrent launches (a create beside a pool refill) would otherwise each make one, and
+        the engine takes several networks of one name (a kernel then cannot join "it")."""
+        with self._network_lock:
+            self._ensure_network_once(client)
+
+    def _ensure_network_once(self, client: docker.DockerClient) -> None:
         try:
             existing = client.networks.get(self.network)
         except docker.errors.NotFound:
@@ -306,6 +314,7 @@ class DockerLauncher(KernelLauncher):
         try:
             client.networks.create(
                 self.network,
+                check_duplicate=True,
                 driver="bridge",
                 internal=True,
                 options={"com.docker.network.bridge.enable_icc": "false"},
