@@ -22,6 +22,7 @@ import websockets
 
 from tests.conftest import IN_CI, Server, running_server
 from tests.jupyter_ws import JupyterSocket, stdout
+from tests.test_runs import CELLS, essentials
 from tests.test_tenants import Tenants
 from workbench.testing import free_port, short_tmp
 
@@ -106,6 +107,35 @@ def test_nbclient_runs_a_notebook_through_the_gateway(tenants: Tenants, gateway_
     finally:
         with tenants.client(tenants.alpha) as alpha:
             alpha.delete(f"/api/v1/sessions/{kernel_id}")
+
+
+def test_an_exported_notebook_runs_in_nbclient_to_the_same_outputs(
+    tenants: Tenants, gateway_url: str
+) -> None:
+    """Issue 15: the history as a notebook opens in Jupyter's own runner, on a fresh session, and the
+    deterministic cells show the same outputs."""
+    from nbclient import NotebookClient
+
+    with tenants.client(tenants.alpha) as alpha:
+        source = alpha.post("/api/v1/sessions", json={"memory_mb": 512}).json()["id"]
+        try:
+            for code in CELLS:
+                ran = alpha.post(f"/api/v1/sessions/{source}/execute", json={"code": code})
+                assert ran.status_code == 200, ran.text
+            text = alpha.get(f"/api/v1/sessions/{source}/notebook").text
+        finally:
+            alpha.delete(f"/api/v1/sessions/{source}")
+    exported, executed = nbformat.reads(text, as_version=4), nbformat.reads(text, as_version=4)
+    manager = kernel_manager_class()(kernel_name="python3")
+    client = NotebookClient(executed, km=manager, timeout=120, startup_timeout=120, allow_errors=True)
+    client.execute()
+    try:
+        nbformat.validate(executed)
+        assert essentials(executed) == essentials(exported)
+        assert "华东" in nbformat.writes(executed)
+    finally:
+        with tenants.client(tenants.alpha) as alpha:
+            alpha.delete(f"/api/v1/sessions/{manager.kernel_id}")
 
 
 def test_papermill_runs_a_parameterized_notebook(tenants: Tenants, gateway_url: str, tmp_path: Path) -> None:
