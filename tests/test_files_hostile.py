@@ -9,6 +9,7 @@ trees, and swaps a folder for a link while requests are in flight.  Canary files
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,9 @@ def victim(server: Server) -> Iterator[str]:
         client.delete(f"/api/v1/sessions/{session_id}")
 
 
+SESSION_DIR = re.compile(r"session[_-][0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def outside(server: Server, victim: str) -> dict[str, Any]:
     """What the attacker must never change: canaries, and the names next to and above its workspace."""
     passwd = Path("/etc/passwd")
@@ -47,7 +51,10 @@ def outside(server: Server, victim: str) -> dict[str, Any]:
         "victim": tree(workspace_of(server, victim)),
         "canary": (canary.stat().st_mtime_ns, canary.read_bytes()),
         "passwd": (passwd.stat().st_mtime_ns, passwd.read_bytes()),
-        "workspaces": sorted(p.name for p in (server.state_dir / "workspaces").iterdir()),
+        # other names next to the workspace (a session's own come and go: the warm pool refills meanwhile)
+        "workspaces": sorted(
+            p.name for p in (server.state_dir / "workspaces").iterdir() if not SESSION_DIR.fullmatch(p.name)
+        ),
         "state": sorted(p.name for p in server.state_dir.iterdir() if not p.name.startswith("workbench.db")),
         "root": sorted(p.name for p in server.state_dir.parent.iterdir()),
     }

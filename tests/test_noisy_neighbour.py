@@ -45,14 +45,7 @@ ATTACKS = [
     "many_fields",
     "scans",
     "ws_flood",
-    pytest.param(
-        "iopub_garbage",
-        marks=pytest.mark.xfail(
-            reason="each garbage message is logged with a traceback until the log amplification fix of "
-            "branch hostile-kernel (issue 11, finding 10) lands; remove this mark then",
-            strict=False,
-        ),
-    ),
+    "iopub_garbage",
 ]
 ROOT = Path(__file__).resolve().parent.parent
 
