@@ -26,7 +26,10 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from workbench.testing import ServerProcess, throwaway_server
 
-TEN_MB = "import sys\nchunk = 'x' * 1023 + '\\n'\nfor _ in range(10 * 1024):\n    sys.stdout.write(chunk)"
+TEN_MB = (  # flushed every MiB: one kernel message past 4 MiB is cut at the server's reader by design
+    "import sys\nchunk = 'x' * 1023 + '\\n'\nfor i in range(10 * 1024):\n    sys.stdout.write(chunk)\n"
+    "    if i % 1024 == 1023:\n        sys.stdout.flush()"
+)
 
 
 class Raw:
