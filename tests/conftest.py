@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,3 +95,25 @@ def run(api: httpx.Client, session_id: str, code: str, **extra: Any) -> dict[str
     assert answer.status_code == 200, answer.text
     result: dict[str, Any] = answer.json()
     return result
+
+
+def interrupt_a_busy_loop(server: Server, interrupter: httpx.Client, session_id: str) -> tuple[Any, float]:
+    """Run ``while True: pass`` in the session (from a client of its own), interrupt it through
+    ``interrupter`` a second later; the execution's answer (``None`` if none within 30 s) and the seconds
+    from the interrupt to that answer."""
+    holder: dict[str, Any] = {}
+    with server.client(timeout=60) as runner:
+
+        def busy() -> None:
+            code = {"code": "while True: pass"}
+            holder["answer"] = runner.post(f"/api/v1/sessions/{session_id}/execute", json=code)
+
+        thread = threading.Thread(target=busy)
+        thread.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert interrupter.post(f"/api/v1/sessions/{session_id}/interrupt").status_code == 204
+        thread.join(30)
+        elapsed = time.monotonic() - started
+    answer = holder.get("answer")
+    return (None if answer is None else answer.json()), elapsed

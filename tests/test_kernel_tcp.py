@@ -10,8 +10,6 @@ import os
 import secrets
 import shutil
 import stat
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 import zmq
 from jupyter_client.session import Session
 
-from tests.conftest import Server, run, running_server
+from tests.conftest import Server, interrupt_a_busy_loop, run, running_server
 from workbench.image import default_image_name
 from workbench.kernels.connection import KERNEL_CONNECTION_FILE, runtime_dir_for
 from workbench.kernels.launcher import ContainerLimits, DockerLauncher, LaunchRequest, container_name
@@ -98,21 +96,9 @@ def test_interrupt_stops_a_busy_loop_and_keeps_state(
     api, session = tcp_session
     sid = session["id"]
     run(api, sid, "kept = 'yes'")
-    holder: dict[str, Any] = {}
-    with server.client() as runner:
-
-        def busy() -> None:
-            holder["answer"] = runner.post(
-                f"/api/v1/sessions/{sid}/execute", json={"code": "while True: pass"}
-            )
-
-        thread = threading.Thread(target=busy)
-        thread.start()
-        time.sleep(1.0)
-        assert api.post(f"/api/v1/sessions/{sid}/interrupt").status_code == 204
-        thread.join(30)
-    assert not thread.is_alive()
-    assert holder["answer"].json()["error"]["ename"] == "KeyboardInterrupt"
+    result, _ = interrupt_a_busy_loop(server, api, sid)
+    assert result is not None
+    assert result["error"]["ename"] == "KeyboardInterrupt"
     assert run(api, sid, "kept")["outputs"][0]["data"]["text/plain"] == "'yes'"
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from tests.conftest import Server, run, running_server
+from tests.conftest import Server, interrupt_a_busy_loop, run, running_server
 
 pytestmark = pytest.mark.docker
 
@@ -146,29 +144,10 @@ def test_interrupt_stops_a_busy_loop_and_keeps_state(
 ) -> None:
     sid = session["id"]
     run(api, sid, "kept = 'yes'")
-    with (
-        server.client() as other,
-        httpx.Client(
-            base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.token}"}
-        ) as runner,
-    ):
-        holder: dict[str, Any] = {}
-
-        def busy() -> None:
-            holder["answer"] = runner.post(
-                f"/api/v1/sessions/{sid}/execute", json={"code": "while True: pass"}
-            )
-
-        thread = threading.Thread(target=busy)
-        thread.start()
-        time.sleep(1.0)
-        started = time.monotonic()
-        assert other.post(f"/api/v1/sessions/{sid}/interrupt").status_code == 204
-        thread.join(10)
-        elapsed = time.monotonic() - started
-    assert not thread.is_alive()
+    with server.client() as other:
+        result, elapsed = interrupt_a_busy_loop(server, other, sid)
+    assert result is not None
     assert elapsed < 10
-    result = holder["answer"].json()
     assert result["status"] == "error"
     assert result["error"]["ename"] == "KeyboardInterrupt"
     assert run(api, sid, "print(kept)")["stdout"] == "yes\n"
