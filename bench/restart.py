@@ -13,16 +13,11 @@ Starts its own server (real Docker engine, real kernel image) and prints figures
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import docker
-import httpx
-
-from workbench.testing import ServerProcess, short_tmp
+from workbench.testing import ServerProcess, remove_state, short_tmp
 
 TOKEN = "bench-restart-token"
 
@@ -65,13 +60,10 @@ def main() -> None:
         print(f"{args.n} sessions: health {health:.2f} s, re-attached {attached:.2f} s, "
               f"first execute on all {executed:.2f} s (from the start of the process; a start with nothing "
               f"to re-attach answered health in {baseline:.2f} s)")  # fmt: skip
-    finally:
+    finally:  # kernels, warm kernels and the workspace file systems all go, even after a failure
         server.stop()
-        engine = docker.from_env()
-        for session_id in sessions:
-            with contextlib.suppress(docker.errors.APIError, httpx.HTTPError):
-                engine.api.remove_container(f"workbench-{session_id}", force=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove_kernels()
+        remove_state(root)
 
 
 if __name__ == "__main__":
